@@ -1,0 +1,1 @@
+//! Lightweight daemon for appliances (filled by a later issue).

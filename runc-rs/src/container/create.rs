@@ -1,0 +1,154 @@
+//! `create`: everything up to init blocking on exec.fifo.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceType, LinuxResources, Spec};
+
+use super::{hook_state, io_err, ContainerError};
+use crate::process::{parent, LaunchConfig};
+use crate::state::{self, ContainerState, Status};
+use crate::utils::{proc_stat, rfc3339_nano, write_atomic};
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOpts {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+}
+
+pub fn create(root: &Path, opts: &CreateOpts) -> Result<ContainerState, ContainerError> {
+    let bundle = std::path::absolute(&opts.bundle).map_err(io_err(format!("bundle {}", opts.bundle.display())))?;
+    let spec = crate::spec::load(&bundle)?;
+    let rootfs = crate::spec::rootfs_path(&spec, &bundle);
+    if !rootfs.is_dir() {
+        return Err(ContainerError::Precondition(format!("root.path: rootfs {} does not exist or is not a directory", rootfs.display())));
+    }
+    let dir = state::create_dir(root, &opts.id)?;
+    let mut st = ContainerState {
+        id: opts.id.clone(),
+        pid: 0,
+        start_time: 0,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
+        created: rfc3339_nano(std::time::SystemTime::now()),
+        annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+        cgroup: None,
+        shared_pid_ns: !has_new_ns(&spec, LinuxNamespaceType::Pid),
+        hooks: spec.hooks().clone(),
+        config: Some(spec.clone()),
+    };
+    match create_in(root, &dir, opts, spec, &mut st) {
+        Ok(()) => Ok(st),
+        Err(e) => {
+            if let Some(cg) = &st.cgroup {
+                let _ = cg.kill_all(libc::SIGKILL);
+                let _ = cg.delete();
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            Err(e)
+        }
+    }
+}
+
+fn has_new_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {
+    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).into_iter().flatten().any(|n| n.typ() == t)
+}
+
+fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut ContainerState) -> Result<(), ContainerError> {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
+    let cg = cgroups::Manager::new(cgroups_path.as_deref(), &opts.id)?;
+    st.cgroup = Some(cg.clone());
+    // Recorded before the cgroup exists: a crash from here on still leaves
+    // `delete --force` enough to remove it.
+    st.save(root)?;
+    cg.create()?;
+    cg.apply(&effective_resources(&spec))?;
+
+    let fifo_path = dir.join(state::EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
+        .map_err(|source| ContainerError::Sys { what: format!("mkfifo {}", fifo_path.display()), source })?;
+    let fifo: OwnedFd = nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+        .map_err(|source| ContainerError::Sys { what: format!("open {}", fifo_path.display()), source })?;
+    let console_socket = match &opts.console_socket {
+        Some(p) => Some(crate::tty::connect(p)?),
+        None => None,
+    };
+    let (listen_fds, extra_env) = listen_fds();
+    let cfg = LaunchConfig {
+        id: opts.id.clone(),
+        spec,
+        bundle: st.bundle.clone(),
+        rootfs: st.rootfs.clone(),
+        state_dir: dir.to_owned(),
+        no_pivot: opts.no_pivot,
+        no_new_keyring: opts.no_new_keyring,
+        console_socket,
+        fifo,
+        passed_fds: opts.preserve_fds + listen_fds,
+        cgroup: Some(cg.clone()),
+        cgroup_unified: matches!(cgroups::detect_mode(), cgroups::CgroupMode::Unified),
+        cgroup_dirs: cg.paths().into_iter().collect(),
+        extra_env,
+    };
+    let snapshot = st.clone();
+    let launched = parent::launch(&cfg, &|pid| {
+        let mut s = snapshot.clone();
+        s.pid = pid;
+        hook_state(&s, Status::Creating)
+    })?;
+    st.pid = launched.pid;
+    st.start_time = proc_stat(launched.pid).map(|s| s.start_time).unwrap_or(0);
+    st.save(root)?;
+    if let Some(pf) = &opts.pid_file {
+        let pf = std::path::absolute(pf).map_err(io_err("pid-file"))?;
+        write_atomic(&pf, launched.pid.to_string().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// systemd socket activation: LISTEN_FDS fds pass through, with LISTEN_PID=1.
+fn listen_fds() -> (i32, Vec<String>) {
+    match std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse::<i32>().ok()) {
+        Some(n) if n > 0 => (n, vec![format!("LISTEN_FDS={n}"), "LISTEN_PID=1".to_owned()]),
+        _ => (0, vec![]),
+    }
+}
+
+fn rule(typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
+    let mut b = LinuxDeviceCgroupBuilder::default().allow(true).typ(typ).access(access.to_owned());
+    if let Some(m) = major {
+        b = b.major(m);
+    }
+    if let Some(m) = minor {
+        b = b.minor(m);
+    }
+    b.build().expect("device rule")
+}
+
+/// The spec's resources plus the device rules runc adds: the spec's own
+/// devices and the default nodes every container may use.
+fn effective_resources(spec: &Spec) -> LinuxResources {
+    let linux = spec.linux().clone().unwrap_or_default();
+    let mut res = linux.resources().clone().unwrap_or_default();
+    let mut rules: Vec<LinuxDeviceCgroup> = res.devices().clone().unwrap_or_default();
+    for d in linux.devices().iter().flatten() {
+        rules.push(rule(d.typ(), Some(d.major()), Some(d.minor()), "rwm"));
+    }
+    use LinuxDeviceType::{B, C};
+    rules.push(rule(C, None, None, "m"));
+    rules.push(rule(B, None, None, "m"));
+    for (major, minor) in [(1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9)] {
+        rules.push(rule(C, Some(major), Some(minor), "rwm"));
+    }
+    rules.push(rule(C, Some(136), None, "rwm"));
+    rules.push(rule(C, Some(5), Some(2), "rwm"));
+    res.set_devices(Some(rules));
+    res
+}

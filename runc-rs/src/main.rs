@@ -1,0 +1,188 @@
+//! runc-rs: the command line, with runc's subcommands, flags and exit codes.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use runc_rs::container::create::CreateOpts;
+use runc_rs::container::list::ListFormat;
+use runc_rs::container::{create, delete, kill, list, run, start, state_cmd};
+use runc_rs::logging::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "runc-rs", version, about = "A native OCI runtime, CLI-compatible with runc")]
+struct Cli {
+    /// Root directory for container state.
+    #[arg(long, global = false, default_value = "/run/runc-rs")]
+    root: PathBuf,
+    /// Log file (default: stderr).
+    #[arg(long)]
+    log: Option<PathBuf>,
+    #[arg(long = "log-format", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Enable debug logging.
+    #[arg(long)]
+    debug: bool,
+    /// Use systemd for cgroups (no systemd driver yet: refused).
+    #[arg(long = "systemd-cgroup")]
+    systemd_cgroup: bool,
+    /// Path to criu (accepted for compatibility).
+    #[arg(long, default_value = "criu")]
+    criu: String,
+    /// Rootless mode: true, false or auto (accepted for compatibility).
+    #[arg(long, default_value = "auto")]
+    rootless: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug)]
+struct CreateArgs {
+    /// Path to the bundle directory.
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Unix socket that receives the pty master.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// File to write the container's pid to.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Do not use pivot_root (for ramdisk roots).
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Do not create a new session keyring.
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass N more fds (from 3) into the container.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: i32,
+    container_id: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a container (it waits for `start`).
+    Create(CreateArgs),
+    /// Start a created container.
+    Start { container_id: String },
+    /// Create and start a container.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Detach from the container's process.
+        #[arg(short, long)]
+        detach: bool,
+        /// Keep the container after it exits (accepted; not yet honoured).
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print a container's state as JSON.
+    State { container_id: String },
+    /// List containers.
+    #[command(alias = "ls")]
+    List {
+        #[arg(short, long, value_enum, default_value = "table")]
+        format: ListFormat,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Send a signal to a container's init (or all its processes).
+    Kill {
+        #[arg(short, long)]
+        all: bool,
+        container_id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container.
+    Delete {
+        #[arg(short, long)]
+        force: bool,
+        container_id: String,
+    },
+    /// Write a default config.json.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Print the features this runtime supports, as JSON.
+    Features,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
+        eprintln!("open log file {:?}: {e}", cli.log);
+        std::process::exit(1);
+    }
+    match dispatch(&cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            log::error!("{msg}");
+            // With --log, runc also prints the error so a human sees it.
+            let _ = writeln!(std::io::stderr(), "{msg}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn create_opts(a: &CreateArgs) -> CreateOpts {
+    CreateOpts {
+        id: a.container_id.clone(),
+        bundle: a.bundle.clone(),
+        console_socket: a.console_socket.clone(),
+        pid_file: a.pid_file.clone(),
+        no_pivot: a.no_pivot,
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds,
+    }
+}
+
+fn dispatch(cli: &Cli) -> Result<i32> {
+    let root = &cli.root;
+    let needs_cgroups = matches!(cli.command, Command::Create(_) | Command::Run { .. });
+    if cli.systemd_cgroup && needs_cgroups {
+        bail!("--systemd-cgroup: the systemd cgroup driver is not supported yet; use the cgroupfs driver");
+    }
+    match &cli.command {
+        Command::Create(a) => {
+            create::create(root, &create_opts(a)).with_context(|| format!("runc-rs create {}", a.container_id))?;
+        }
+        Command::Start { container_id } => {
+            start::start(root, container_id).with_context(|| format!("runc-rs start {container_id}"))?;
+        }
+        Command::Run { create: a, detach, keep: _ } => {
+            return run::run(root, &create_opts(a), *detach).with_context(|| format!("runc-rs run {}", a.container_id));
+        }
+        Command::State { container_id } => {
+            println!("{}", state_cmd::state_json(root, container_id)?);
+        }
+        Command::List { format, quiet } => {
+            print!("{}", list::list(root, *format, *quiet));
+        }
+        Command::Kill { all, container_id, signal } => {
+            let sig = runc_rs::utils::parse_signal(signal)?;
+            kill::kill(root, container_id, sig, *all)?;
+        }
+        Command::Delete { force, container_id } => {
+            delete::delete(root, container_id, *force)?;
+        }
+        Command::Spec { bundle, rootless } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                bail!("File {} exists. Remove it first", path.display());
+            }
+            let spec = runc_rs::features::default_spec(*rootless);
+            std::fs::write(&path, serde_json::to_string_pretty(&spec)?).with_context(|| format!("write {}", path.display()))?;
+        }
+        Command::Features => {
+            println!("{}", serde_json::to_string_pretty(&runc_rs::features::features_json())?);
+        }
+    }
+    Ok(0)
+}

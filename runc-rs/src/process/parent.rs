@@ -1,0 +1,166 @@
+//! The parent side of `create`.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::LinuxIdMapping;
+
+use super::channel::{self, ChildOrChannel, Message};
+use super::{intermediate, LaunchConfig};
+use crate::hooks;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("fork: {0}")]
+    Fork(nix::Error),
+    #[error("{0}")]
+    Child(String),
+    #[error(transparent)]
+    Channel(#[from] channel::ChannelError),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] cgroups::Error),
+    #[error("write {file} of pid {pid}: {source}")]
+    IdMap { file: &'static str, pid: i32, source: std::io::Error },
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    #[error("container init exited before it was ready")]
+    InitDied,
+    #[error("seccomp listener {path}: {source}")]
+    SeccompListener { path: String, source: std::io::Error },
+}
+
+impl From<ChildOrChannel> for LaunchError {
+    fn from(e: ChildOrChannel) -> Self {
+        match e {
+            ChildOrChannel::Child(m) => LaunchError::Child(m),
+            ChildOrChannel::Channel(c) => LaunchError::Channel(c),
+        }
+    }
+}
+
+/// A started init, waiting on exec.fifo.
+pub struct Launched {
+    pub pid: i32,
+}
+
+/// Runs the whole creation dance. On error every child is killed and
+/// reaped; the caller removes the cgroup and state dir.
+pub fn launch(cfg: &LaunchConfig, state_json: &dyn Fn(i32) -> Vec<u8>) -> Result<Launched, LaunchError> {
+    let (parent_end, child_end) = channel::pair()?;
+    // Safety: the runtime is single-threaded here; the child only runs
+    // async-signal-safe-enough code paths of its own before exec or exit.
+    let intermediate_pid = match unsafe { fork() }.map_err(LaunchError::Fork)? {
+        ForkResult::Child => {
+            drop(parent_end);
+            intermediate::run(cfg, child_end)
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(child_end);
+    let mut init_pid: Option<i32> = None;
+    let result = drive(cfg, &parent_end, intermediate_pid, &mut init_pid, state_json);
+    if result.is_err() {
+        if let Some(p) = init_pid {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p), nix::sys::signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(p), None);
+        }
+        let _ = nix::sys::signal::kill(intermediate_pid, nix::sys::signal::SIGKILL);
+        let _ = waitpid(intermediate_pid, None);
+    }
+    result
+}
+
+fn drive(
+    cfg: &LaunchConfig,
+    chan: &channel::Channel,
+    intermediate_pid: Pid,
+    init_pid: &mut Option<i32>,
+    state_json: &dyn Fn(i32) -> Vec<u8>,
+) -> Result<Launched, LaunchError> {
+    if let Some(cg) = &cfg.cgroup {
+        cg.add_pid(intermediate_pid.as_raw())?;
+    }
+    chan.send(&Message::Go)?;
+    let linux = cfg.spec.linux().as_ref();
+    loop {
+        match chan.recv()? {
+            Message::UserNsReady => {
+                let pid = intermediate_pid.as_raw();
+                write_map(pid, "uid_map", linux.and_then(|l| l.uid_mappings().as_deref()).unwrap_or_default())?;
+                write_map(pid, "gid_map", linux.and_then(|l| l.gid_mappings().as_deref()).unwrap_or_default())?;
+                chan.send(&Message::MappingsWritten)?;
+            }
+            Message::InitPid(pid) => {
+                *init_pid = Some(pid);
+                let _ = waitpid(intermediate_pid, None);
+            }
+            Message::RunCreateRuntimeHooks => {
+                let pid = init_pid.ok_or(LaunchError::InitDied)?;
+                let state = state_json(pid);
+                let h = cfg.spec.hooks().as_ref();
+                hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), &state)?;
+                hooks::run_all("createRuntime", h.and_then(|h| h.create_runtime().as_ref()), &state)?;
+                chan.send(&Message::HooksDone)?;
+            }
+            Message::SeccompNotifyFd => {
+                let fd = recv_fd(chan.raw())?;
+                let pid = init_pid.ok_or(LaunchError::InitDied)?;
+                send_to_listener(cfg, fd, &state_json(pid))?;
+            }
+            Message::Ready => {
+                let pid = init_pid.ok_or(LaunchError::InitDied)?;
+                return Ok(Launched { pid });
+            }
+            Message::Error(e) => return Err(LaunchError::Child(e)),
+            other => return Err(channel::ChannelError::Unexpected { expected: "a child's report", got: other }.into()),
+        }
+    }
+}
+
+fn write_map(pid: i32, file: &'static str, maps: &[LinuxIdMapping]) -> Result<(), LaunchError> {
+    if maps.is_empty() {
+        return Ok(());
+    }
+    let mut data = String::new();
+    for m in maps {
+        data.push_str(&format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()));
+    }
+    std::fs::write(format!("/proc/{pid}/{file}"), data).map_err(|source| LaunchError::IdMap { file, pid, source })
+}
+
+fn recv_fd(sock: i32) -> Result<OwnedFd, LaunchError> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 16];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([i32; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| LaunchError::Channel(channel::ChannelError::Io(e)))?;
+    for c in msg.cmsgs().map_err(|e| LaunchError::Channel(channel::ChannelError::Io(e)))? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(LaunchError::Channel(channel::ChannelError::Eof))
+}
+
+/// Hands the seccomp notify fd to the listener named by the spec, with the
+/// container process state, as runc does.
+fn send_to_listener(cfg: &LaunchConfig, fd: OwnedFd, state: &[u8]) -> Result<(), LaunchError> {
+    let seccomp = cfg.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let Some(path) = seccomp.and_then(|s| s.listener_path().as_ref()) else { return Ok(()) };
+    let err = |source| LaunchError::SeccompListener { path: path.display().to_string(), source };
+    let sock = std::os::unix::net::UnixStream::connect(path).map_err(err)?;
+    let state: serde_json::Value = serde_json::from_slice(state).unwrap_or_default();
+    let msg = serde_json::json!({
+        "ociVersion": crate::state::OCI_VERSION,
+        "fds": ["seccompFd"],
+        "pid": state.get("pid"),
+        "metadata": seccomp.and_then(|s| s.listener_metadata().clone()).unwrap_or_default(),
+        "state": state,
+    });
+    crate::tty::send_fd(sock.as_raw_fd(), &msg.to_string(), fd.as_raw_fd())
+        .map_err(|e| err(std::io::Error::from(e)))
+}

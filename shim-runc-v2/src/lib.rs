@@ -1,0 +1,1 @@
+//! containerd runtime-v2 shim (filled by issue [4/7]).

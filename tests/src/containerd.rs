@@ -1,0 +1,962 @@
+//! A private containerd for end-to-end tests, plus the host hygiene helpers
+//! (timeouts, cgroup parents, leftover mounts and processes) that the
+//! containerd and podman harnesses share.
+//!
+//! Why a private daemon: the tests must not depend on, or disturb, a
+//! containerd the machine may run. [`Containerd::start`] runs Debian's
+//! containerd 1.6 on a fresh temp dir (root, state, temp, sockets) with a
+//! config written here (CRI and every plugin that would write outside that
+//! dir disabled), and [`Drop`] takes everything down again, also when the
+//! test panicked: tasks, containers, the daemon, leftover shims, container
+//! processes, mounts, cgroups and the dir.
+//!
+//! The runtime under test is containerd's Go shim (`io.containerd.runc.v2`)
+//! driving the binary passed to [`Containerd::start`], through
+//! `ctr run --runc-binary` (the shim's `BinaryName` option). Every container
+//! gets `--cgroup <parent>/<id>` under a cgroup parent owned by the harness,
+//! `--runc-root` and `--fifo-dir` inside the temp dir, so nothing lands in
+//! `/run/containerd/runc` or `/run/containerd/fifo`.
+//!
+//! One thing containerd 1.6 does not let us move: its shims listen on
+//! `/run/containerd/s/<hash>`. The harness removes the sockets of its shims,
+//! and the directories if this test process created them and they are empty.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::runtime::{is_root, runc_rs_bin};
+
+/// Deadline of one `ctr` / `podman` call unless the caller gives another:
+/// `$E2E_TIMEOUT` seconds, 60 by default.
+pub fn default_timeout() -> Duration {
+    let secs = std::env::var("E2E_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    Duration::from_secs(secs.filter(|&s| s > 0).unwrap_or(60))
+}
+/// Deadline of the calls made while cleaning up.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long containerd may take to answer on its socket.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------
+// The runtime under test
+// ---------------------------------------------------------------------------
+
+/// The runtime binary the end-to-end tests drive, or `None` (skip) when not
+/// running as root.
+///
+/// `$E2E_RUNTIME` (a path, or a name looked up in `$PATH`) selects another
+/// runc-compatible runtime, e.g. `E2E_RUNTIME=/usr/sbin/runc` to validate
+/// the tests themselves; otherwise it is [`runc_rs_bin`] (`$RUNC_RS_BIN` or
+/// the `runc-rs` cargo built). A missing binary is a test failure with a
+/// message saying how to build it, never a silent pass.
+pub fn runtime_under_test() -> Option<PathBuf> {
+    if !is_root() {
+        eprintln!("skipping: end-to-end tests need root");
+        return None;
+    }
+    let (path, origin) = match std::env::var_os("E2E_RUNTIME").filter(|v| !v.is_empty()) {
+        Some(v) => {
+            let p = PathBuf::from(&v);
+            let p = if p.components().count() == 1 {
+                testdata::which(&v.to_string_lossy()).unwrap_or(p)
+            } else {
+                p
+            };
+            (p, "$E2E_RUNTIME")
+        }
+        None if std::env::var_os("RUNC_RS_BIN").is_some() => (runc_rs_bin(), "$RUNC_RS_BIN"),
+        None => (runc_rs_bin(), "the runc-rs binary cargo builds"),
+    };
+    let ok = fs::metadata(&path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "runtime under test {} ({origin}) does not exist or is not executable: build it first \
+         (`cargo build -p runc-rs`, same CARGO_TARGET_DIR and profile as the tests), point \
+         RUNC_RS_BIN at it, or set E2E_RUNTIME=/usr/sbin/runc to check the tests against runc",
+        path.display()
+    );
+    Some(std::path::absolute(&path).unwrap_or(path))
+}
+
+/// Panic with a clear message unless every tool in `names` is in `$PATH`.
+pub fn require_tools(names: &[&str]) {
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| testdata::which(n).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "end-to-end test needs {missing:?} in $PATH; install them first"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Commands with a deadline
+// ---------------------------------------------------------------------------
+
+/// Run `cmd` (stdin `/dev/null`, stdout and stderr captured) and wait at most
+/// `timeout`. An overrunning command is killed with its whole process group
+/// (it runs in a group of its own) and an error of kind `TimedOut` carrying
+/// what it printed so far is returned.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("spawning {:?}: {e}", cmd.get_program())))?;
+    let out = capture(child.stdout.take());
+    let err = capture(child.stderr.take());
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let status = match status {
+        Some(s) => s,
+        None => {
+            // Our child leads its own process group: kill the group by id.
+            let pid = child.id() as libc::pid_t;
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let _ = child.kill();
+            let _ = child.wait();
+            let (o, e) = (out.finish(), err.finish());
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "{cmd:?} did not finish within {timeout:?}; killed.\nstdout: {}\nstderr: {}",
+                    String::from_utf8_lossy(&o),
+                    String::from_utf8_lossy(&e)
+                ),
+            ));
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out.finish(),
+        stderr: err.finish(),
+    })
+}
+
+/// A pipe drained by a thread into a shared buffer.
+struct Captured {
+    buf: Arc<Mutex<Vec<u8>>>,
+    done: Option<thread::JoinHandle<()>>,
+}
+
+fn capture<R: Read + Send + 'static>(pipe: Option<R>) -> Captured {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let done = pipe.map(|mut pipe| {
+        let buf = Arc::clone(&buf);
+        thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => buf
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        })
+    });
+    Captured { buf, done }
+}
+
+impl Captured {
+    /// What was read. Waits up to 5 s for EOF: a daemon the command started
+    /// may hold the pipe open forever, and then we take what we have.
+    fn finish(mut self) -> Vec<u8> {
+        if let Some(h) = self.done.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !h.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(10));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+        let buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
+        buf.clone()
+    }
+}
+
+/// Exit code of `status`, or 128+signal when killed by a signal.
+pub fn exit_code(status: &ExitStatus) -> i32 {
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+/// `out` as a readable block for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "exit {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        exit_code(&out.status),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Quote `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b))
+    {
+        return s.to_owned();
+    }
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+// ---------------------------------------------------------------------------
+// Processes, mounts and cgroups this test made
+// ---------------------------------------------------------------------------
+
+/// Pids (other than ours) whose command line satisfies `pred` (given the
+/// NUL-separated arguments).
+pub fn pids_matching(pred: impl Fn(&[&str]) -> bool) -> Vec<libc::pid_t> {
+    let me = std::process::id() as libc::pid_t;
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let raw = String::from_utf8_lossy(&raw);
+            let args: Vec<&str> = raw.split('\0').filter(|a| !a.is_empty()).collect();
+            !args.is_empty() && pred(&args)
+        })
+        .collect()
+}
+
+/// Processes whose command line mentions `dir` (conmon, `podman container
+/// cleanup`, a shim ...): started on a test's behalf, so it may end them.
+/// Waits up to `grace` for them to leave, then SIGKILLs the rest by pid.
+pub fn reap_processes_mentioning(dir: &Path, grace: Duration) {
+    let needle = dir.to_string_lossy().into_owned();
+    let find = || pids_matching(|args| args.iter().any(|a| a.contains(&needle)));
+    let deadline = Instant::now() + grace;
+    while !find().is_empty() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+    }
+    for pid in find() {
+        eprintln!("cleanup: killing leftover process {pid} that uses {needle}");
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// Decode the octal escapes (`\040`) of a /proc/self/mountinfo field.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// (mount point, root within its fs, fs type) of every mount we can see.
+fn mounts() -> Vec<(PathBuf, String, String)> {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    info.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let f: Vec<&str> = pre.split(' ').collect();
+            let fstype = post.split(' ').next()?;
+            Some((
+                PathBuf::from(unescape_mountinfo(f.get(4)?)),
+                unescape_mountinfo(f.get(3)?),
+                fstype.to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Lazily unmount everything mounted at or below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    for _pass in 0..3 {
+        let mut targets: Vec<PathBuf> = mounts()
+            .into_iter()
+            .map(|m| m.0)
+            .filter(|m| m.starts_with(dir))
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        targets.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+        targets.dedup();
+        for t in targets {
+            let Ok(c) = CString::new(t.as_os_str().as_bytes()) else {
+                continue;
+            };
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EINVAL) && e.raw_os_error() != Some(libc::ENOENT)
+                {
+                    eprintln!("cleanup: umount {}: {e}", t.display());
+                }
+            }
+        }
+    }
+}
+
+/// A cgroup parent (`/runc-rs-e2e-<pid>-<n>`) for one test's containers.
+///
+/// The runtime creates it (in every hierarchy it uses); on drop every
+/// process still in it is killed and its whole subtree is removed from every
+/// cgroup v1 and v2 hierarchy. Nothing outside it is touched.
+#[derive(Debug)]
+pub struct CgroupParent {
+    name: String,
+}
+
+impl CgroupParent {
+    /// A fresh, unused name (nothing is created yet).
+    pub fn new() -> CgroupParent {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        CgroupParent {
+            name: format!("runc-rs-e2e-{}-{n}", std::process::id()),
+        }
+    }
+
+    /// `/<name>`: what `--cgroup-parent` takes.
+    pub fn path(&self) -> String {
+        format!("/{}", self.name)
+    }
+
+    /// `/<name>/<id>`: a container's cgroupsPath under this parent.
+    pub fn child(&self, id: &str) -> String {
+        format!("/{}/{id}", self.name)
+    }
+
+    /// The directory of this parent in every mounted hierarchy, existing or not.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        let mut seen = HashSet::new();
+        mounts()
+            .into_iter()
+            .filter(|(_, root, t)| (t == "cgroup" || t == "cgroup2") && root == "/")
+            .map(|(mp, _, _)| mp.join(&self.name))
+            .filter(|d| seen.insert(d.clone()))
+            .collect()
+    }
+
+    /// Pids in this parent's subtree, in any hierarchy.
+    pub fn pids(&self) -> Vec<libc::pid_t> {
+        let mut pids = HashSet::new();
+        for d in self.dirs() {
+            for dir in subtree(&d) {
+                if let Ok(s) = fs::read_to_string(dir.join("cgroup.procs")) {
+                    pids.extend(
+                        s.lines()
+                            .filter_map(|l| l.trim().parse::<libc::pid_t>().ok()),
+                    );
+                }
+            }
+        }
+        pids.into_iter().collect()
+    }
+
+    /// Kill what is left in the subtree and remove it (best effort, logged).
+    pub fn cleanup(&self) {
+        // Frozen tasks would not die: thaw first (v1 freezer, v2 cgroup.freeze).
+        for d in self.dirs() {
+            for dir in subtree(&d) {
+                let _ = fs::write(dir.join("freezer.state"), "THAWED");
+                let _ = fs::write(dir.join("cgroup.freeze"), "0");
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            for pid in pids {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        for d in self.dirs() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let mut dirs = subtree(&d);
+                dirs.reverse(); // children first
+                let mut last_err = None;
+                for dir in dirs {
+                    if let Err(e) = fs::remove_dir(&dir) {
+                        if e.kind() != io::ErrorKind::NotFound {
+                            last_err = Some((dir, e));
+                        }
+                    }
+                }
+                match last_err {
+                    None => break,
+                    Some((dir, e)) if Instant::now() >= deadline => {
+                        eprintln!("cleanup: cannot remove cgroup {}: {e}", dir.display());
+                        break;
+                    }
+                    Some(_) => thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+    }
+}
+
+impl Default for CgroupParent {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+/// `dir` and every directory below it, parents before children (empty when
+/// `dir` does not exist).
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if dir.is_dir() {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            if let Ok(rd) = fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+            out.push(d);
+        }
+        out.sort_by_key(|p| p.components().count());
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// containerd
+// ---------------------------------------------------------------------------
+
+/// Where containerd 1.6 shims put their sockets (`runtime/v2/shim`,
+/// `socketRoot` = `defaults.DefaultStateDir`): not configurable.
+const SHIM_SOCKET_ROOT: &str = "/run/containerd";
+
+/// Whether [`SHIM_SOCKET_ROOT`] existed before the first harness of this
+/// process started (if not, the harness removes it again once empty).
+fn shim_root_preexisted() -> bool {
+    static PRE: OnceLock<bool> = OnceLock::new();
+    *PRE.get_or_init(|| Path::new(SHIM_SOCKET_ROOT).exists())
+}
+
+/// One private containerd at a time per test process: keeps the 2-core
+/// machine responsive and the shared shim socket dir cleanup race-free.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A containerd daemon private to one test. See the module docs.
+pub struct Containerd {
+    runtime: PathBuf,
+    namespace: String,
+    cgroups: CgroupParent,
+    socket: PathBuf,
+    child: Option<Child>,
+    image: Option<String>,
+    // Dropped last, in this order: the dir, then the lock.
+    dir: Option<TempDir>,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl Containerd {
+    /// Start containerd on a fresh temp dir, with `runtime` as the
+    /// runc-compatible binary of the containers [`Containerd::run`] starts.
+    /// Returns once containerd answers on its socket.
+    pub fn start(runtime: &Path) -> io::Result<Containerd> {
+        let guard = serial();
+        shim_root_preexisted();
+        let dir = testdata::temp_dir()?;
+        let d = dir.path().to_path_buf();
+        for sub in ["root", "state", "tmp", "runc", "fifo", "logs"] {
+            fs::create_dir_all(d.join(sub))?;
+        }
+        let socket = d.join("containerd.sock");
+        let cgroups = CgroupParent::new();
+        // Namespace = cgroup parent name: ctr's default cgroupsPath is
+        // /<namespace>/<id>, so even a container run without --cgroup
+        // lands under our parent.
+        let namespace = cgroups.name.clone();
+        fs::write(d.join("config.toml"), config_toml(&d, &socket))?;
+        let log = fs::File::create(d.join("containerd.log"))?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("spawning containerd: {e}")))?;
+        let mut c = Containerd {
+            runtime: runtime.to_path_buf(),
+            namespace,
+            cgroups,
+            socket,
+            child: Some(child),
+            image: None,
+            dir: Some(dir),
+            _serial: guard,
+        };
+        c.wait_ready()?;
+        Ok(c)
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(st) = self.child.as_mut().expect("child").try_wait()? {
+                return Err(io::Error::other(format!(
+                    "containerd exited during startup ({st}); log:\n{}",
+                    self.log()
+                )));
+            }
+            if self.socket.exists() {
+                if let Ok(out) = self.ctr_timeout(&["version"], Duration::from_secs(5)) {
+                    if out.status.success() {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "containerd not ready after {STARTUP_TIMEOUT:?}; log:\n{}",
+                        self.log()
+                    ),
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The harness's temp dir (root, state, sockets, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("dir").path()
+    }
+
+    /// containerd's gRPC socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The containerd namespace the helpers use.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The cgroup parent of this harness's containers.
+    pub fn cgroups(&self) -> &CgroupParent {
+        &self.cgroups
+    }
+
+    /// The runtime binary the containers run with.
+    pub fn runtime(&self) -> &Path {
+        &self.runtime
+    }
+
+    /// The image imported by [`Containerd::import_busybox`].
+    pub fn image(&self) -> Option<&str> {
+        self.image.as_deref()
+    }
+
+    /// containerd's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir().join("containerd.log")).unwrap_or_default()
+    }
+
+    /// A file for a detached container's output (`ctr run --log-uri file://...`).
+    pub fn log_file(&self, id: &str) -> PathBuf {
+        self.dir().join("logs").join(format!("{id}.log"))
+    }
+
+    /// `ctr --address <ours> --namespace <ours> <args>` as argv.
+    pub fn ctr_argv(&self, args: &[&str]) -> Vec<String> {
+        let mut v = vec![
+            "ctr".to_owned(),
+            "--address".to_owned(),
+            self.socket.to_string_lossy().into_owned(),
+            "--namespace".to_owned(),
+            self.namespace.clone(),
+            "--connect-timeout".to_owned(),
+            "10s".to_owned(),
+        ];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v
+    }
+
+    /// Run `ctr <args>` against this containerd, killed after [`default_timeout`].
+    pub fn ctr(&self, args: &[&str]) -> io::Result<Output> {
+        self.ctr_timeout(args, default_timeout())
+    }
+
+    /// Run `ctr <args>` against this containerd, killed after `timeout`.
+    pub fn ctr_timeout(&self, args: &[&str], timeout: Duration) -> io::Result<Output> {
+        let argv = self.ctr_argv(args);
+        run_with_timeout(Command::new(&argv[0]).args(&argv[1..]), timeout)
+    }
+
+    /// Like [`Containerd::ctr`] but panics unless ctr exits 0; returns stdout.
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self
+            .ctr(args)
+            .unwrap_or_else(|e| panic!("ctr {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "ctr {args:?} failed: {}",
+            describe(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Build the busybox OCI archive (testdata) and `ctr images import` it;
+    /// returns the image reference, also kept for [`Containerd::run`].
+    pub fn import_busybox(&mut self) -> io::Result<String> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let reference = format!(
+            "localhost/runc-rs-e2e/busybox:{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let archive = self.dir().join("busybox.oci.tar");
+        testdata::build_image_archive(&archive, &reference)?;
+        let archive_s = archive.to_string_lossy().into_owned();
+        let out = self.ctr(&["images", "import", &archive_s])?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "ctr images import: {}",
+                describe(&out)
+            )));
+        }
+        let listed = self.ctr_ok(&["images", "ls", "-q"]);
+        if !listed.lines().any(|l| l.trim() == reference) {
+            return Err(io::Error::other(format!(
+                "imported image {reference} not listed by ctr images ls: {listed}"
+            )));
+        }
+        self.image = Some(reference.clone());
+        Ok(reference)
+    }
+
+    /// argv of `ctr run <flags> <harness flags> <image> <id> <cmd...>`: the
+    /// harness flags select the runtime under test (`--runc-binary`), keep
+    /// runc state and FIFOs in the temp dir and the cgroup under our parent.
+    pub fn run_argv(&self, flags: &[&str], id: &str, cmd: &[&str]) -> Vec<String> {
+        let image = self.image.clone().expect("import_busybox() first");
+        let d = self.dir();
+        let mut args: Vec<String> = vec!["run".into()];
+        args.extend(flags.iter().map(|s| s.to_string()));
+        args.extend([
+            "--runtime".into(),
+            "io.containerd.runc.v2".into(),
+            "--runc-binary".into(),
+            self.runtime.to_string_lossy().into_owned(),
+            "--runc-root".into(),
+            d.join("runc").to_string_lossy().into_owned(),
+            "--fifo-dir".into(),
+            d.join("fifo").to_string_lossy().into_owned(),
+            "--cgroup".into(),
+            self.cgroups.child(id),
+            image,
+            id.to_owned(),
+        ]);
+        args.extend(cmd.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctr_argv(&refs)
+    }
+
+    /// `ctr run <flags> ... <id> <cmd...>` (see [`Containerd::run_argv`]).
+    pub fn run(&self, flags: &[&str], id: &str, cmd: &[&str]) -> io::Result<Output> {
+        let argv = self.run_argv(flags, id, cmd);
+        run_with_timeout(Command::new(&argv[0]).args(&argv[1..]), default_timeout())
+    }
+
+    /// `ctr run -t --rm ... <id> <cmd...>` on a pseudo-terminal: ctr -t needs
+    /// its stdin to be a tty, so it runs under util-linux
+    /// `script -qec "<ctr ...>" /dev/null`, whose exit code is ctr's.
+    /// stdout is the terminal's output (CRLF line ends).
+    pub fn run_tty(&self, id: &str, cmd: &[&str]) -> io::Result<Output> {
+        let argv = self.run_argv(&["-t", "--rm"], id, cmd);
+        let line: Vec<String> = argv.iter().map(|a| shell_quote(a)).collect();
+        run_with_timeout(
+            Command::new("script").args(["-q", "-e", "-c", &line.join(" "), "/dev/null"]),
+            default_timeout(),
+        )
+    }
+
+    /// (pid, status) of task `id` per `ctr task ls`, `None` if not listed.
+    pub fn task_status(&self, id: &str) -> Option<(u32, String)> {
+        let out = self.ctr(&["task", "ls"]).ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 3 && f[0] == id).then(|| (f[1].parse().unwrap_or(0), f[2].to_owned()))
+            })
+    }
+
+    /// Poll `ctr task ls` until task `id` has `status`; false on timeout.
+    pub fn wait_task_status(&self, id: &str, status: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.task_status(id).is_some_and(|(_, s)| s == status) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Container ids per `ctr containers ls -q`.
+    pub fn containers(&self) -> Vec<String> {
+        self.ctr(&["containers", "ls", "-q"])
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Tear everything down (what Drop does); idempotent.
+    fn shutdown(&mut self) {
+        let Some(dir) = self.dir.as_ref().map(|d| d.path().to_path_buf()) else {
+            return;
+        };
+        let daemon_alive = self
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+        if daemon_alive {
+            // Kill and delete every task and container of our namespace.
+            let tasks = self
+                .ctr_timeout(&["task", "ls", "-q"], CLEANUP_TIMEOUT)
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for id in tasks.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let _ = self.ctr_timeout(
+                    &["task", "kill", "--all", "--signal", "SIGKILL", id],
+                    CLEANUP_TIMEOUT,
+                );
+                let _ = self.wait_task_status(id, "STOPPED", Duration::from_secs(5));
+                let _ = self.ctr_timeout(&["task", "rm", "--force", id], CLEANUP_TIMEOUT);
+            }
+            let containers = self.containers();
+            for id in &containers {
+                let _ = self.ctr_timeout(&["containers", "rm", id], CLEANUP_TIMEOUT);
+            }
+        }
+        // Shim sockets live outside our dir: note them before the state goes.
+        let shim_sockets = shim_sockets(&dir.join("state"));
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, Duration::from_secs(10));
+        }
+        // Shims outlive containerd by design; ours name our socket.
+        let sock = self.socket.to_string_lossy().into_owned();
+        let shims = pids_matching(|a| {
+            a[0].contains("containerd-shim")
+                && a.windows(2).any(|w| w[0] == "-address" && w[1] == sock)
+        });
+        for pid in shims {
+            eprintln!("cleanup: killing leftover shim {pid}");
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        reap_processes_mentioning(&dir, Duration::from_secs(2));
+        self.cgroups.cleanup();
+        unmount_under(&dir);
+        for s in shim_sockets {
+            let _ = fs::remove_file(s);
+        }
+        if !shim_root_preexisted() {
+            let _ = fs::remove_dir(Path::new(SHIM_SOCKET_ROOT).join("s"));
+            let _ = fs::remove_dir(SHIM_SOCKET_ROOT);
+        }
+        if thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!(
+                "--- containerd log (last {} lines) ---\n{}",
+                tail.len(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        if let Some(d) = self.dir.take() {
+            if let Err(e) = fs::remove_dir_all(d.path()) {
+                eprintln!("cleanup: removing {}: {e}", d.path().display());
+            }
+            let _ = d.close();
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The containerd 1.6 config (version 2) of a private daemon in `d`.
+///
+/// Disabled: CRI (it would want CNI, /opt/cni and a pause image), the
+/// `opt` plugin (creates /opt/containerd), snapshotters that cannot work
+/// here and tracing. `temp` keeps unpack mounts in our dir; no debug or
+/// metrics listener.
+fn config_toml(d: &Path, socket: &Path) -> String {
+    let q = |p: &Path| toml_string(&p.to_string_lossy());
+    format!(
+        r#"version = 2
+root = {root}
+state = {state}
+temp = {temp}
+oom_score = 0
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri",
+  "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.aufs",
+  "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.tracing.processor.v1.otlp",
+  "io.containerd.internal.v1.tracing",
+]
+
+[grpc]
+  address = {sock}
+
+[ttrpc]
+  address = {ttrpc}
+
+[debug]
+  address = ""
+  level = "debug"
+
+[metrics]
+  address = ""
+"#,
+        root = q(&d.join("root")),
+        state = q(&d.join("state")),
+        temp = q(&d.join("tmp")),
+        sock = q(socket),
+        ttrpc = toml_string(&format!("{}.ttrpc", socket.display())),
+    )
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Socket paths of the shims under `state` (each v2 bundle has an `address`
+/// file holding `unix:///run/containerd/s/<hash>`).
+fn shim_sockets(state: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(nss) = fs::read_dir(state.join("io.containerd.runtime.v2.task")) else {
+        return out;
+    };
+    for ns in nss.flatten() {
+        let Ok(bundles) = fs::read_dir(ns.path()) else {
+            continue;
+        };
+        for b in bundles.flatten() {
+            if let Ok(addr) = fs::read_to_string(b.path().join("address")) {
+                let p = addr.trim().trim_start_matches("unix://");
+                if p.starts_with(SHIM_SOCKET_ROOT) {
+                    out.push(PathBuf::from(p));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// SIGTERM `child` (our own process, by pid), SIGKILL after `grace`, reap it.
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "cleanup: pid {} ignored SIGTERM for {grace:?}; SIGKILL",
+        child.id()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

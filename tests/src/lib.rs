@@ -1,0 +1,9 @@
+//! Shared helpers for the end-to-end tests in `tests/tests/`.
+//!
+//! The tests drive built binaries (never link the runtime), so a runtime that
+//! fails to build does not hide which test broke.
+
+pub mod containerd;
+pub mod diff;
+pub mod podman;
+pub mod runtime;
