@@ -45,10 +45,40 @@ W=$(mktemp -d /tmp/runc-rs-bench-XXXXXX)
 declare -A RT=()        # name -> binary, for the runtimes that passed the pre-check
 ORDER=()                # names in table order
 
+# Long steps run in the background and are waited for with `wait`, which a
+# trapped INT/TERM interrupts at once (a foreground hyperfine would make
+# bash defer, or drop, the signal until it finished).
+CHILD=
+run_child() {
+    "$@" &
+    CHILD=$!
+    local rc=0
+    wait "$CHILD" || rc=$?
+    CHILD=
+    return "$rc"
+}
+# Stop the running step: freeze it, TERM its children (hyperfine's child is
+# `timeout`, which passes TERM on to the driver, whose trap deletes its
+# container), kill it, and wait (bounded) for the children to finish.
+stop_child() {
+    [ -n "$CHILD" ] || return 0
+    local kids k
+    kill -STOP "$CHILD" 2>/dev/null
+    kids=$(cat /proc/"$CHILD"/task/*/children 2>/dev/null || true)
+    for k in $kids; do kill -TERM "$k" 2>/dev/null; done
+    kill -KILL "$CHILD" 2>/dev/null
+    wait "$CHILD" 2>/dev/null
+    for k in $kids; do
+        for _ in $(seq 100); do kill -0 "$k" 2>/dev/null || break; sleep 0.1; done
+    done
+    CHILD=
+}
+
 cleanup() {
     local rc=$? name root d id
     set +e
     trap - EXIT INT TERM
+    stop_child
     for name in "${!RT[@]}"; do
         root=$W/root-$name
         [ -d "$root" ] || continue
@@ -65,7 +95,7 @@ cleanup() {
         [ -d "$d" ] && log "warning: could not remove cgroup $d"
     done
     # Nothing should be mounted under $W, but never rm -rf through a mount.
-    awk -v w="$W" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+    awk -v w="$W" '$5 == w || index($5, w "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |
         while read -r m; do umount -l "$m"; done
     rm -rf "$W"
     exit "$rc"
@@ -85,10 +115,12 @@ fi
 RUNC_RS_NOTE=
 if [ -z "${RUNC_RS_BIN:-}" ]; then
     log "building runc-rs (release)"
-    if ! (cd "$REPO" && cargo build --release -p runc-rs); then
-        RUNC_RS_NOTE="cargo build --release -p runc-rs failed"
-    fi
     RUNC_RS_BIN=$CARGO_TARGET_DIR/release/runc-rs
+    if ! (cd "$REPO" && cargo build --release -p runc-rs); then
+        # Do not fall back to a stale binary from an earlier build.
+        RUNC_RS_NOTE="cargo build --release -p runc-rs failed"
+        RUNC_RS_BIN=
+    fi
 fi
 CRUN_BIN=${CRUN_BIN:-$(command -v crun || true)}
 RUNC_BIN=${RUNC_BIN:-$(command -v runc || true)}
@@ -116,12 +148,17 @@ set -eu
 rt=$1 root=$2 bundle=$3 rss=${4:-}
 read -r id </proc/sys/kernel/random/uuid   # unique container id per iteration
 pidfile=$root/$id.pid
+done=
+# On any failure, do not leave a created container (it would hold our stdio
+# and its cgroup); on success this costs nothing.
+trap '[ -n "$done" ] || "$rt" --root "$root" delete --force "$id" >/dev/null 2>&1; rm -f "$pidfile"' EXIT
+trap 'exit 143' INT TERM
 if [ -n "$rss" ]; then
     /usr/bin/time -f %M -a -o "$rss" "$rt" --root "$root" create --bundle "$bundle" --pid-file "$pidfile" "$id"
 else
     "$rt" --root "$root" create --bundle "$bundle" --pid-file "$pidfile" "$id"
 fi
-read -r pid <"$pidfile"
+read -r pid <"$pidfile" || [ -n "$pid" ]   # crun writes no trailing newline
 "$rt" --root "$root" start "$id"
 # The container's init is not our child: spin on /proc until it is gone or
 # a zombie (pid 1 reaps it). Builtins only, so no fork per poll.
@@ -130,7 +167,7 @@ while read -r line 2>/dev/null <"/proc/$pid/stat"; do
     [ "${line%% *}" = Z ] && break
 done
 "$rt" --root "$root" delete "$id"
-rm -f "$pidfile"
+done=1
 EOF
 chmod +x "$W/wrap.sh" "$W/driver.sh"
 
@@ -147,9 +184,13 @@ add_runtime() { # name binary [note-if-missing]
     mv "$b/config.tmp" "$b/config.json"
     mkdir -p "$W/root-$name"
     RT[$name]=$bin
-    if ! err=$("$W/wrap.sh" "$W/driver.sh" "$bin" "$W/root-$name" "$b" 2>&1 </dev/null); then
-        log "skipping $name: one create/start/delete cycle failed: $err"
-        SKIPPED+=("$name: lifecycle failed: $(printf '%s' "$err" | tail -n 1)")
+    # Output to a file, not a pipe: a container left behind by a broken
+    # runtime would keep a pipe open and hang the script.
+    if ! run_child timeout 60 "$W/wrap.sh" "$W/driver.sh" "$bin" "$W/root-$name" "$b" \
+        </dev/null >"$W/precheck-$name.log" 2>&1; then
+        err=$(tail -n 1 "$W/precheck-$name.log")
+        log "skipping $name: one create/start/delete cycle failed: ${err:-no output}"
+        SKIPPED+=("$name ($bin): a create/start/delete cycle failed: ${err:-no output}")
         return
     fi
     ORDER+=("$name")
@@ -164,9 +205,9 @@ add_runtime runc "$RUNC_BIN"
 mkdir -p "$OUT"
 for name in "${ORDER[@]}"; do
     log "hyperfine: $name (${RT[$name]})"
-    if ! hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --output null \
+    if ! run_child hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --output null \
         --export-json "$OUT/lifecycle-$name.json" --command-name "$name" \
-        "$W/wrap.sh $W/driver.sh ${RT[$name]} $W/root-$name $W/bundle-$name" >&2; then
+        "timeout 60 $W/wrap.sh $W/driver.sh ${RT[$name]} $W/root-$name $W/bundle-$name" >&2; then
         SKIPPED+=("$name: failed during the hyperfine run")
         rm -f "$OUT/lifecycle-$name.json"
     fi
@@ -180,7 +221,7 @@ for name in "${ORDER[@]}"; do
     [ -f "$OUT/lifecycle-$name.json" ] || continue
     : >"$W/rss-$name"
     for _ in $(seq "$RSS_RUNS"); do
-        "$W/wrap.sh" "$W/driver.sh" "${RT[$name]}" "$W/root-$name" "$W/bundle-$name" "$W/rss-$name" \
+        run_child timeout 60 "$W/wrap.sh" "$W/driver.sh" "${RT[$name]}" "$W/root-$name" "$W/bundle-$name" "$W/rss-$name" \
             </dev/null >/dev/null 2>&1 || break
     done
     RSS[$name]=$(median <"$W/rss-$name")
@@ -191,21 +232,25 @@ crun_median=
 [ -f "$OUT/lifecycle-crun.json" ] && crun_median=$(jq '.results[0].median' "$OUT/lifecycle-crun.json")
 {
     echo
-    echo "create -> start -> wait -> delete of a busybox \`true\` container; $RUNS runs, $WARMUP warm-up; RSS: median of $RSS_RUNS \`create\`s"
+    echo "create -> start -> wait -> delete of one busybox \`true\` container, $RUNS runs after $WARMUP warm-up;"
+    echo "peak RSS: median over $RSS_RUNS runs of the runtime's \`create\` (GNU time %M)."
     echo
     echo "| runtime | median ms | mean ± stddev ms | ratio to crun | peak RSS KiB |"
     echo "|---|---:|---:|---:|---:|"
     for name in "${ORDER[@]}"; do
         f=$OUT/lifecycle-$name.json
         [ -f "$f" ] || continue
-        jq -r --arg name "$name" --arg rss "${RSS[$name]:-n/a}" --arg crun "${crun_median:-}" '
-            .results[0] as $r
-            | ($r.median * 1000 * 100 | round / 100) as $med
-            | "| \($name) | \($med) | \($r.mean * 1000 * 100 | round / 100) ± \($r.stddev * 1000 * 100 | round / 100) | "
-              + (if $crun == "" then "n/a" else "\($r.median / ($crun | tonumber) * 100 | round / 100)" end)
-              + " | \($rss) |"' "$f"
+        jq -r '.results[0] | [.median, .mean, .stddev] | @tsv' "$f" |
+            awk -F'\t' -v name="$name" -v rss="${RSS[$name]:-n/a}" -v crun="${crun_median:-}" '{
+                ratio = (crun == "") ? "n/a" : sprintf("%.2f", $1 / crun)
+                printf "| %s | %.1f | %.1f ± %.1f | %s | %s |\n", name, $1 * 1000, $2 * 1000, $3 * 1000, ratio, rss
+            }'
     done
     for s in "${SKIPPED[@]}"; do echo "- skipped $s"; done
+    echo
+    for name in "${ORDER[@]}"; do
+        echo "- $name: ${RT[$name]} ($("${RT[$name]}" --version 2>/dev/null | head -n 1 || true))"
+    done
     echo
     echo "JSON: $OUT/lifecycle.json (per runtime: $OUT/lifecycle-<runtime>.json)"
 } | tee "$OUT/summary.md"

@@ -28,7 +28,10 @@ impl Manager {
         }
         match (&self.unified, self.mode) {
             (Some(u), CgroupMode::Unified | CgroupMode::Hybrid) => Ok(Freezer::V2(u.path.clone())),
-            _ => Err(Error::unsupported(FIELD, "no v1 freezer hierarchy is mounted and there is no cgroup2 directory")),
+            _ => Err(Error::unsupported(
+                FIELD,
+                "no v1 freezer hierarchy is mounted and there is no cgroup2 directory",
+            )),
         }
     }
 
@@ -44,7 +47,11 @@ impl Manager {
     }
 
     fn set_frozen(&self, frozen: bool) -> Result<()> {
-        let wanted = if frozen { FreezerState::Frozen } else { FreezerState::Thawed };
+        let wanted = if frozen {
+            FreezerState::Frozen
+        } else {
+            FreezerState::Thawed
+        };
         let (file, value, v2_dir) = match (self.freezer()?, frozen) {
             (Freezer::V1(d), true) => (d.join("freezer.state"), "FROZEN", None),
             (Freezer::V1(d), false) => (d.join("freezer.state"), "THAWED", None),
@@ -57,7 +64,8 @@ impl Manager {
                 Some(d) => {
                     let events = d.join("cgroup.events");
                     let content = fs::read(FIELD, &events)?;
-                    Ok(fs::keyed_value(&content, "frozen").as_deref() == Some(if frozen { "1" } else { "0" }))
+                    Ok(fs::keyed_value(&content, "frozen").as_deref()
+                        == Some(if frozen { "1" } else { "0" }))
                 }
                 None => Ok(self.freezer_state()? == wanted),
             }
@@ -100,7 +108,11 @@ impl Manager {
                     "THAWED" => Ok(FreezerState::Thawed),
                     "FREEZING" => Ok(FreezerState::Freezing),
                     "FROZEN" => Ok(FreezerState::Frozen),
-                    other => Err(Error::Parse { field: FIELD.into(), path, content: other.into() }),
+                    other => Err(Error::Parse {
+                        field: FIELD.into(),
+                        path,
+                        content: other.into(),
+                    }),
                 }
             }
             Freezer::V2(d) => v2_state(&d),
@@ -112,7 +124,8 @@ impl Manager {
     /// thaw (a container that was already frozen stays frozen unless the signal is SIGKILL,
     /// which needs the thaw to take effect). The caller's own pid is never signalled.
     pub fn kill_all(&self, signal: i32) -> Result<()> {
-        let sig = Signal::try_from(signal).map_err(|e| Error::invalid("signal", signal, e.to_string()))?;
+        let sig = Signal::try_from(signal)
+            .map_err(|e| Error::invalid("signal", signal, e.to_string()))?;
         if sig == Signal::SIGKILL {
             if let Some(u) = &self.unified {
                 let file = u.path.join("cgroup.kill");
@@ -152,7 +165,13 @@ impl Manager {
             }
             match kill(Pid::from_raw(pid), sig) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(source) => return Err(Error::Signal { pid, signal: sig as i32, source }),
+                Err(source) => {
+                    return Err(Error::Signal {
+                        pid,
+                        signal: sig as i32,
+                        source,
+                    })
+                }
             }
         }
         Ok(())
@@ -168,6 +187,10 @@ fn v2_state(dir: &Path) -> Result<FreezerState> {
     match fs::keyed_value(&content, "frozen").as_deref() {
         Some("1") => Ok(FreezerState::Frozen),
         Some("0") => Ok(FreezerState::Freezing),
-        _ => Err(Error::Parse { field: FIELD.into(), path: events, content }),
+        _ => Err(Error::Parse {
+            field: FIELD.into(),
+            path: events,
+            content,
+        }),
     }
 }

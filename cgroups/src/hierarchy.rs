@@ -12,8 +12,21 @@ use std::path::{Path, PathBuf};
 /// mount flags such as `rw`, `xattr`, `clone_children`). Named hierarchies (`name=systemd`)
 /// are recognised by their prefix.
 const V1_CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "hugetlb",
-    "net_cls", "net_prio", "perf_event", "rdma", "misc", "debug",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "memory",
+    "devices",
+    "freezer",
+    "blkio",
+    "pids",
+    "hugetlb",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "rdma",
+    "misc",
+    "debug",
 ];
 
 /// One cgroup directory of the container in one hierarchy.
@@ -54,7 +67,9 @@ pub(crate) fn parse_mountinfo(content: &str) -> Vec<Mount> {
     let mut out = Vec::new();
     for line in content.lines() {
         // id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let l: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
         if l.len() < 5 || r.len() < 3 {
@@ -90,7 +105,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -164,7 +182,9 @@ pub(crate) fn parse_cgroups_path(path: Option<&str>, default_name: &str) -> Resu
         }
     }
     if parts.is_empty() {
-        return Err(err("names a hierarchy root (or the caller's own cgroup), which is never managed"));
+        return Err(err(
+            "names a hierarchy root (or the caller's own cgroup), which is never managed",
+        ));
     }
     Ok(if absolute {
         CgPath::Absolute(parts)
@@ -181,7 +201,12 @@ pub(crate) struct Layout {
     pub unified: Option<Dir>,
 }
 
-pub(crate) fn layout(mode: CgroupMode, mounts: &[Mount], own: &OwnCgroups, path: &CgPath) -> Result<Layout> {
+pub(crate) fn layout(
+    mode: CgroupMode,
+    mounts: &[Mount],
+    own: &OwnCgroups,
+    path: &CgPath,
+) -> Result<Layout> {
     let mut out = Layout::default();
     if mode != CgroupMode::Unified {
         // One mount per hierarchy: prefer one that shows the hierarchy's root.
@@ -193,7 +218,11 @@ pub(crate) fn layout(mode: CgroupMode, mounts: &[Mount], own: &OwnCgroups, path:
             }
         }
         for (ctrls, m) in chosen {
-            let own_path = own.v1.iter().find(|(c, _)| *c == ctrls).map(|(_, p)| p.as_str());
+            let own_path = own
+                .v1
+                .iter()
+                .find(|(c, _)| *c == ctrls)
+                .map(|(_, p)| p.as_str());
             let dir = dir_for(m, own_path, path, &ctrls.join(","))?;
             for c in ctrls {
                 out.v1.insert(c, dir.clone());
@@ -201,7 +230,11 @@ pub(crate) fn layout(mode: CgroupMode, mounts: &[Mount], own: &OwnCgroups, path:
         }
     }
     if mode != CgroupMode::Legacy {
-        let want = if mode == CgroupMode::Unified { "/sys/fs/cgroup" } else { "/sys/fs/cgroup/unified" };
+        let want = if mode == CgroupMode::Unified {
+            "/sys/fs/cgroup"
+        } else {
+            "/sys/fs/cgroup/unified"
+        };
         let v2: Vec<&Mount> = mounts.iter().filter(|m| m.v2).collect();
         let m = v2
             .iter()
@@ -231,10 +264,16 @@ fn dir_for(m: &Mount, own: Option<&str>, path: &CgPath, what: &str) -> Result<Di
             // Our cgroup as seen inside this mount: strip the mount's root.
             let inside = if m.root == "/" {
                 own
-            } else if let Some(rest) = own.strip_prefix(m.root.as_str()).filter(|r| r.is_empty() || r.starts_with('/')) {
+            } else if let Some(rest) = own
+                .strip_prefix(m.root.as_str())
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+            {
                 rest
             } else {
-                log::warn!("{what}: own cgroup {own} is outside the mounted root {}; using it as is", m.root);
+                log::warn!(
+                    "{what}: own cgroup {own} is outside the mounted root {}; using it as is",
+                    m.root
+                );
                 own
             };
             dir.extend(inside.split('/').filter(|c| !c.is_empty()));
@@ -261,7 +300,8 @@ mod tests {
 32 25 0:29 / /mnt/mem\\040x rw,nosuid shared:15 - cgroup cgroup rw,memory
 33 25 0:30 / /proc/x rw - proc proc rw";
 
-    const OWN: &str = "12:memory:/kube/pod1\n4:cpu,cpuacct:/user\n1:name=systemd:/init.scope\n0::/init.scope\n";
+    const OWN: &str =
+        "12:memory:/kube/pod1\n4:cpu,cpuacct:/user\n1:name=systemd:/init.scope\n0::/init.scope\n";
 
     #[test]
     fn mountinfo_parsing() {
@@ -278,17 +318,31 @@ mod tests {
     fn proc_cgroup_parsing() {
         let own = parse_proc_cgroup(OWN);
         assert_eq!(own.v2.as_deref(), Some("/init.scope"));
-        assert!(own.v1.contains(&(vec!["cpu".into(), "cpuacct".into()], "/user".into())));
+        assert!(own
+            .v1
+            .contains(&(vec!["cpu".into(), "cpuacct".into()], "/user".into())));
     }
 
     #[test]
     fn cgroups_path_cleaning() {
         let p = |s| parse_cgroups_path(Some(s), "d");
-        assert_eq!(p("/a/./b//c/").unwrap(), CgPath::Absolute(vec!["a".into(), "b".into(), "c".into()]));
+        assert_eq!(
+            p("/a/./b//c/").unwrap(),
+            CgPath::Absolute(vec!["a".into(), "b".into(), "c".into()])
+        );
         assert_eq!(p("/../x").unwrap(), CgPath::Absolute(vec!["x".into()]));
-        assert_eq!(p("a/b").unwrap(), CgPath::Relative(vec!["a".into(), "b".into()]));
-        assert_eq!(parse_cgroups_path(None, "ctr").unwrap(), CgPath::Absolute(vec!["ctr".into()]));
-        assert_eq!(parse_cgroups_path(Some(""), "ctr").unwrap(), CgPath::Absolute(vec!["ctr".into()]));
+        assert_eq!(
+            p("a/b").unwrap(),
+            CgPath::Relative(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            parse_cgroups_path(None, "ctr").unwrap(),
+            CgPath::Absolute(vec!["ctr".into()])
+        );
+        assert_eq!(
+            parse_cgroups_path(Some(""), "ctr").unwrap(),
+            CgPath::Absolute(vec!["ctr".into()])
+        );
         assert!(p("/").is_err());
         assert!(p("../x").is_err());
         assert!(p("a/../..").is_err());
@@ -299,23 +353,75 @@ mod tests {
     fn layout_absolute_and_relative() {
         let mounts = parse_mountinfo(HYBRID);
         let own = parse_proc_cgroup(OWN);
-        let abs = layout(CgroupMode::Hybrid, &mounts, &own, &CgPath::Absolute(vec!["c1".into()])).unwrap();
+        let abs = layout(
+            CgroupMode::Hybrid,
+            &mounts,
+            &own,
+            &CgPath::Absolute(vec!["c1".into()]),
+        )
+        .unwrap();
         // the mount showing the hierarchy root wins
         assert_eq!(abs.v1["memory"].path, Path::new("/mnt/mem x/c1"));
         assert_eq!(abs.v1["cpu"], abs.v1["cpuacct"]);
-        assert_eq!(abs.v1["cpu"].path, Path::new("/sys/fs/cgroup/cpu,cpuacct/c1"));
-        assert_eq!(abs.unified.as_ref().unwrap().path, Path::new("/sys/fs/cgroup/unified/c1"));
-        let rel = layout(CgroupMode::Hybrid, &mounts, &own, &CgPath::Relative(vec!["a".into(), "b".into()])).unwrap();
-        assert_eq!(rel.v1["cpu"].path, Path::new("/sys/fs/cgroup/cpu,cpuacct/user/a/b"));
-        assert_eq!(rel.v1["name=systemd"].path, Path::new("/sys/fs/cgroup/systemd/init.scope/a/b"));
-        assert_eq!(rel.unified.as_ref().unwrap().path, Path::new("/sys/fs/cgroup/unified/init.scope/a/b"));
+        assert_eq!(
+            abs.v1["cpu"].path,
+            Path::new("/sys/fs/cgroup/cpu,cpuacct/c1")
+        );
+        assert_eq!(
+            abs.unified.as_ref().unwrap().path,
+            Path::new("/sys/fs/cgroup/unified/c1")
+        );
+        let rel = layout(
+            CgroupMode::Hybrid,
+            &mounts,
+            &own,
+            &CgPath::Relative(vec!["a".into(), "b".into()]),
+        )
+        .unwrap();
+        assert_eq!(
+            rel.v1["cpu"].path,
+            Path::new("/sys/fs/cgroup/cpu,cpuacct/user/a/b")
+        );
+        assert_eq!(
+            rel.v1["name=systemd"].path,
+            Path::new("/sys/fs/cgroup/systemd/init.scope/a/b")
+        );
+        assert_eq!(
+            rel.unified.as_ref().unwrap().path,
+            Path::new("/sys/fs/cgroup/unified/init.scope/a/b")
+        );
         // only a mount with a non-root view: the root prefix is stripped
-        let only_kube: Vec<Mount> = mounts.iter().filter(|m| m.root == "/kube").cloned().collect();
-        let rel = layout(CgroupMode::Legacy, &only_kube, &own, &CgPath::Relative(vec!["x".into()])).unwrap();
-        assert_eq!(rel.v1["memory"].path, Path::new("/sys/fs/cgroup/memory/pod1/x"));
-        assert_eq!(rel.v1["memory"].levels(), vec![PathBuf::from("/sys/fs/cgroup/memory/pod1"), PathBuf::from("/sys/fs/cgroup/memory/pod1/x")]);
+        let only_kube: Vec<Mount> = mounts
+            .iter()
+            .filter(|m| m.root == "/kube")
+            .cloned()
+            .collect();
+        let rel = layout(
+            CgroupMode::Legacy,
+            &only_kube,
+            &own,
+            &CgPath::Relative(vec!["x".into()]),
+        )
+        .unwrap();
+        assert_eq!(
+            rel.v1["memory"].path,
+            Path::new("/sys/fs/cgroup/memory/pod1/x")
+        );
+        assert_eq!(
+            rel.v1["memory"].levels(),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/memory/pod1"),
+                PathBuf::from("/sys/fs/cgroup/memory/pod1/x")
+            ]
+        );
         // unified mode ignores v1 mounts
-        let uni = layout(CgroupMode::Unified, &mounts, &own, &CgPath::Absolute(vec!["c".into()])).unwrap();
+        let uni = layout(
+            CgroupMode::Unified,
+            &mounts,
+            &own,
+            &CgPath::Absolute(vec!["c".into()]),
+        )
+        .unwrap();
         assert!(uni.v1.is_empty());
     }
 }

@@ -77,8 +77,11 @@ impl Manager {
     /// Controller name -> directory; "unified" names the cgroup2 directory (the only entry on
     /// pure v2). Named v1 hierarchies appear as "name=systemd".
     pub fn paths(&self) -> BTreeMap<String, PathBuf> {
-        let mut out: BTreeMap<String, PathBuf> =
-            self.v1.iter().map(|(c, d)| (c.clone(), d.path.clone())).collect();
+        let mut out: BTreeMap<String, PathBuf> = self
+            .v1
+            .iter()
+            .map(|(c, d)| (c.clone(), d.path.clone()))
+            .collect();
         if let Some(u) = &self.unified {
             out.insert("unified".into(), u.path.clone());
         }
@@ -95,12 +98,20 @@ impl Manager {
             .into_iter()
             .map(|(p, names)| Hier {
                 label: names.join(","),
-                dir: self.v1.values().find(|d| d.path == p).expect("grouped from v1"),
+                dir: self
+                    .v1
+                    .values()
+                    .find(|d| d.path == p)
+                    .expect("grouped from v1"),
                 v2: false,
             })
             .collect();
         if let Some(u) = &self.unified {
-            out.push(Hier { label: "unified".into(), dir: u, v2: true });
+            out.push(Hier {
+                label: "unified".into(),
+                dir: u,
+                v2: true,
+            });
         }
         out
     }
@@ -133,7 +144,12 @@ impl Manager {
                 let created = match std::fs::create_dir(level) {
                     Ok(()) => true,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-                    Err(source) => return Err(Error::Create { path: level.clone(), source }),
+                    Err(source) => {
+                        return Err(Error::Create {
+                            path: level.clone(),
+                            source,
+                        })
+                    }
                 };
                 if created {
                     log::debug!("{}: created {}", h.label, level.display());
@@ -196,7 +212,11 @@ impl Manager {
                 // Never from our own construction; guards a hand-edited state file.
                 first_err.get_or_insert(Error::Path {
                     path: dir.display().to_string(),
-                    reason: format!("is not below the {} mount {}", h.label, h.dir.mount.display()),
+                    reason: format!(
+                        "is not below the {} mount {}",
+                        h.label,
+                        h.dir.mount.display()
+                    ),
                 });
                 continue;
             }
@@ -216,7 +236,10 @@ impl Manager {
 /// logged, and apply() later reports the field that needs it.
 fn enable_controllers(dir: &Path) {
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-    let enabled: BTreeSet<String> = read("cgroup.subtree_control").split_whitespace().map(String::from).collect();
+    let enabled: BTreeSet<String> = read("cgroup.subtree_control")
+        .split_whitespace()
+        .map(String::from)
+        .collect();
     let missing: Vec<String> = read("cgroup.controllers")
         .split_whitespace()
         .filter(|c| !enabled.contains(*c))

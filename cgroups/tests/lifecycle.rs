@@ -19,8 +19,14 @@ fn mode_matches_mounts() {
     match mode {
         CgroupMode::Unified => assert_eq!(paths.keys().collect::<Vec<_>>(), vec!["unified"]),
         CgroupMode::Hybrid => {
-            assert_eq!(paths["unified"], PathBuf::from(format!("/sys/fs/cgroup/unified{}", m.mgr.cgroups_path())));
-            assert!(paths.contains_key("memory") && paths.contains_key("freezer"), "{paths:?}");
+            assert_eq!(
+                paths["unified"],
+                PathBuf::from(format!("/sys/fs/cgroup/unified{}", m.mgr.cgroups_path()))
+            );
+            assert!(
+                paths.contains_key("memory") && paths.contains_key("freezer"),
+                "{paths:?}"
+            );
         }
         CgroupMode::Legacy => assert!(!paths.contains_key("unified")),
     }
@@ -36,7 +42,11 @@ fn create_add_pid_and_delete() {
     let dirs: BTreeSet<PathBuf> = t.mgr.paths().into_values().collect();
     for d in &dirs {
         let procs = read_file(&d.join("cgroup.procs"));
-        assert!(procs.lines().any(|l| l == pid.to_string()), "{pid} not in {}: {procs:?}", d.display());
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{pid} not in {}: {procs:?}",
+            d.display()
+        );
     }
     // v1 cpuset: the new directories got cpus/mems from their parent
     if let Some(cs) = t.mgr.paths().get("cpuset").filter(|_| !t.v2()) {
@@ -50,13 +60,20 @@ fn create_add_pid_and_delete() {
         std::fs::create_dir(d.join("nested")).unwrap();
     }
     t.mgr.kill_all(libc::SIGKILL).unwrap();
-    assert_eq!(signal_of(t.wait(pid, Duration::from_secs(10))), Some(libc::SIGKILL));
+    assert_eq!(
+        signal_of(t.wait(pid, Duration::from_secs(10))),
+        Some(libc::SIGKILL)
+    );
     t.wait_empty(Duration::from_secs(5));
 
     t.mgr.delete().unwrap();
     for d in &dirs {
         assert!(!d.exists(), "{} still exists", d.display());
-        assert!(d.parent().unwrap().is_dir(), "parent of {} was removed", d.display());
+        assert!(
+            d.parent().unwrap().is_dir(),
+            "parent of {} was removed",
+            d.display()
+        );
     }
     assert!(!t.mgr.exists());
     t.mgr.delete().expect("deleting again is fine");
@@ -101,15 +118,30 @@ fn relative_and_default_paths() {
             .find_map(|l| {
                 let mut p = l.splitn(3, ':');
                 let (_, c, path) = (p.next()?, p.next()?, p.next()?);
-                let hit = if ctrl == "unified" { c.is_empty() } else { c.split(',').any(|x| x == ctrl) };
+                let hit = if ctrl == "unified" {
+                    c.is_empty()
+                } else {
+                    c.split(',').any(|x| x == ctrl)
+                };
                 hit.then(|| path.to_string())
             })
             .unwrap();
-        assert!(dir.ends_with(format!("{}/rel-test/x", own_path.trim_start_matches('/')).trim_start_matches('/')), "{ctrl}: {}", dir.display());
+        assert!(
+            dir.ends_with(
+                format!("{}/rel-test/x", own_path.trim_start_matches('/')).trim_start_matches('/')
+            ),
+            "{ctrl}: {}",
+            dir.display()
+        );
     }
     let d = Manager::new(None, "ctr-default").unwrap();
     assert_eq!(d.cgroups_path(), "/ctr-default");
-    assert_eq!(Manager::new(Some(""), "ctr-default").unwrap().cgroups_path(), "/ctr-default");
+    assert_eq!(
+        Manager::new(Some(""), "ctr-default")
+            .unwrap()
+            .cgroups_path(),
+        "/ctr-default"
+    );
     for bad in ["/", "../escape", "a/../../b"] {
         let e = Manager::new(Some(bad), "x").unwrap_err();
         assert_eq!(e.field(), Some("linux.cgroupsPath"), "{bad}: {e}");
@@ -128,7 +160,10 @@ fn freeze_stops_and_thaw_resumes() {
     if t.mgr.paths().contains_key("freezer") {
         assert_eq!(t.read("freezer", "freezer.state"), "FROZEN");
     } else {
-        assert_eq!(read_file(&t.mgr.paths()["unified"].join("cgroup.freeze")), "1");
+        assert_eq!(
+            read_file(&t.mgr.paths()["unified"].join("cgroup.freeze")),
+            "1"
+        );
         assert!(read_file(&t.mgr.paths()["unified"].join("cgroup.events")).contains("frozen 1"));
     }
     let a = utime(pid);
@@ -144,9 +179,15 @@ fn freeze_stops_and_thaw_resumes() {
 
 #[test]
 fn kill_all_signals_every_process() {
-    for (sig, frozen_first) in [(libc::SIGTERM, false), (libc::SIGKILL, false), (libc::SIGKILL, true)] {
+    for (sig, frozen_first) in [
+        (libc::SIGTERM, false),
+        (libc::SIGKILL, false),
+        (libc::SIGKILL, true),
+    ] {
         let mut t = TestCg::created("kill");
-        let pids: Vec<i32> = (0..3).map(|_| t.spawn(Command::new("sleep").arg("100"))).collect();
+        let pids: Vec<i32> = (0..3)
+            .map(|_| t.spawn(Command::new("sleep").arg("100")))
+            .collect();
         for p in &pids {
             t.mgr.add_pid(*p).unwrap();
         }
@@ -155,7 +196,11 @@ fn kill_all_signals_every_process() {
         }
         t.mgr.kill_all(sig).unwrap();
         for p in pids {
-            assert_eq!(signal_of(t.wait(p, Duration::from_secs(10))), Some(sig), "signal {sig}, frozen {frozen_first}");
+            assert_eq!(
+                signal_of(t.wait(p, Duration::from_secs(10))),
+                Some(sig),
+                "signal {sig}, frozen {frozen_first}"
+            );
         }
         t.wait_empty(Duration::from_secs(5));
         assert!(t.mgr.pids().unwrap().is_empty());
@@ -183,6 +228,12 @@ fn kill_all_reaches_processes_in_sub_cgroups() {
     want.sort();
     assert_eq!(listed, want, "pids() is recursive");
     t.mgr.kill_all(libc::SIGTERM).unwrap();
-    assert_eq!(signal_of(t.wait(a, Duration::from_secs(10))), Some(libc::SIGTERM));
-    assert_eq!(signal_of(t.wait(b, Duration::from_secs(10))), Some(libc::SIGTERM));
+    assert_eq!(
+        signal_of(t.wait(a, Duration::from_secs(10))),
+        Some(libc::SIGTERM)
+    );
+    assert_eq!(
+        signal_of(t.wait(b, Duration::from_secs(10))),
+        Some(libc::SIGTERM)
+    );
 }

@@ -25,7 +25,9 @@ pub const TEMP_PARENT: &str = "/tmp";
 
 /// Create a fresh temporary directory `/tmp/runc-rs-test-XXXXXX`.
 pub fn temp_dir() -> io::Result<TempDir> {
-    tempfile::Builder::new().prefix(TEMP_PREFIX).tempdir_in(TEMP_PARENT)
+    tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempdir_in(TEMP_PARENT)
 }
 
 /// An OCI bundle: `dir/rootfs` (busybox) and `dir/config.json`.
@@ -69,7 +71,11 @@ impl Bundle {
     fn build(dir: &Path) -> io::Result<Bundle> {
         fs::create_dir_all(dir)?;
         build_rootfs(&dir.join("rootfs"))?;
-        let b = Bundle { dir: dir.to_path_buf(), spec: default_spec(), tmp: None };
+        let b = Bundle {
+            dir: dir.to_path_buf(),
+            spec: default_spec(),
+            tmp: None,
+        };
         b.write_spec()?;
         Ok(b)
     }
@@ -114,13 +120,20 @@ mod tests {
     fn new_bundle_is_complete_and_removed_on_drop() {
         let b = Bundle::with_args(&["echo", "hi"]).unwrap();
         let dir = b.dir.clone();
-        assert!(dir.file_name().unwrap().to_str().unwrap().starts_with(TEMP_PREFIX));
+        assert!(dir
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(TEMP_PREFIX));
         assert!(dir.starts_with(TEMP_PARENT));
         assert!(b.rootfs().join("bin/sh").exists());
-        let on_disk: Value =
-            serde_json::from_slice(&fs::read(b.config_path()).unwrap()).unwrap();
+        let on_disk: Value = serde_json::from_slice(&fs::read(b.config_path()).unwrap()).unwrap();
         assert_eq!(on_disk, b.spec);
-        assert_eq!(on_disk["process"]["args"], serde_json::json!(["echo", "hi"]));
+        assert_eq!(
+            on_disk["process"]["args"],
+            serde_json::json!(["echo", "hi"])
+        );
         drop(b);
         assert!(!dir.exists());
     }
@@ -138,8 +151,7 @@ mod tests {
         let mut b = Bundle::new().unwrap();
         b.spec["hostname"] = "edited".into();
         b.write_spec().unwrap();
-        let on_disk: Value =
-            serde_json::from_slice(&fs::read(b.config_path()).unwrap()).unwrap();
+        let on_disk: Value = serde_json::from_slice(&fs::read(b.config_path()).unwrap()).unwrap();
         assert_eq!(on_disk["hostname"], "edited");
     }
 }

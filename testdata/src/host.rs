@@ -106,7 +106,9 @@ fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
 /// Mount points at or below `dir`, from `/proc/self/mountinfo`, deepest
 /// first (the order to unmount them in).
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     let mut out: Vec<PathBuf> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -152,7 +154,10 @@ pub fn unmount_under(dir: &Path) -> Vec<PathBuf> {
 
 /// Send `signal` (e.g. "TERM", "KILL") to `pid` with `kill(1)`.
 pub fn signal(pid: u32, signal: &str) -> io::Result<()> {
-    let st = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status()?;
+    let st = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()?;
     if st.success() {
         Ok(())
     } else {

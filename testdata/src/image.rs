@@ -78,10 +78,12 @@ pub struct Reference {
 /// archive's digest is whatever the content hashes to.
 pub fn normalize_reference(reference: &str) -> io::Result<Reference> {
     let bad = |why: &str| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("reference {reference:?}: {why}"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("reference {reference:?}: {why}"),
+        )
     };
-    if reference.is_empty() || reference.contains('@') || reference.contains(char::is_whitespace)
-    {
+    if reference.is_empty() || reference.contains('@') || reference.contains(char::is_whitespace) {
         return Err(bad("empty, digest or whitespace not supported"));
     }
     let (name, tag) = match reference.rfind(':') {
@@ -105,7 +107,10 @@ pub fn normalize_reference(reference: &str) -> io::Result<Reference> {
     if path.chars().any(|c| c.is_ascii_uppercase()) {
         return Err(bad("repository names must be lowercase"));
     }
-    Ok(Reference { full: format!("{domain}/{path}:{tag}"), tag: tag.to_owned() })
+    Ok(Reference {
+        full: format!("{domain}/{path}:{tag}"),
+        tag: tag.to_owned(),
+    })
 }
 
 /// OCI architecture name of the host (the rootfs holds the host's busybox).
@@ -271,7 +276,13 @@ pub fn image_layout(reference: &str) -> io::Result<ImageLayout> {
         (config_digest.clone(), config),
         (manifest_digest.clone(), manifest),
     ];
-    Ok(ImageLayout { reference, blobs, index, manifest_digest, config_digest })
+    Ok(ImageLayout {
+        reference,
+        blobs,
+        index,
+        manifest_digest,
+        config_digest,
+    })
 }
 
 /// `{"imageLayoutVersion":"1.0.0"}`: marks a directory/tar as an OCI layout.
@@ -284,7 +295,11 @@ impl ImageLayout {
     pub fn write_archive<W: Write>(&self, w: W) -> io::Result<W> {
         let mut b = tar::Builder::new(w);
         for dir in ["blobs/", "blobs/sha256/"] {
-            b.append_data(&mut header(tar::EntryType::Directory, 0o755, 0), dir, io::empty())?;
+            b.append_data(
+                &mut header(tar::EntryType::Directory, 0o755, 0),
+                dir,
+                io::empty(),
+            )?;
         }
         let mut blobs: Vec<_> = self.blobs.iter().collect();
         blobs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -316,7 +331,9 @@ pub fn build_image_archive(out: &Path, reference: &str) -> io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let tmp = tempfile::Builder::new().prefix(".testdata-image-").tempfile_in(dir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".testdata-image-")
+        .tempfile_in(dir)?;
     let file = layout.write_archive(io::BufWriter::new(tmp.as_file()))?;
     file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     tmp.persist(out).map_err(|e| e.error)?;

@@ -34,7 +34,8 @@ fn run(args: &[String]) -> Result<(), String> {
                 ["--", cmd @ ..] if !cmd.is_empty() => cmd,
                 _ => return Err(format!("bundle: expected `-- CMD ARGS...`\n{USAGE}")),
             };
-            let mut b = Bundle::in_dir(&PathBuf::from(dir)).map_err(|e| format!("bundle {dir}: {e}"))?;
+            let mut b =
+                Bundle::in_dir(&PathBuf::from(dir)).map_err(|e| format!("bundle {dir}: {e}"))?;
             if !cmd.is_empty() {
                 b.set_args(cmd);
                 b.write_spec().map_err(|e| format!("bundle {dir}: {e}"))?;

@@ -91,19 +91,26 @@ pub fn applets() -> io::Result<&'static [String]> {
     let r = APPLETS.get_or_init(|| list_applets(&host_busybox()).map_err(|e| e.to_string()));
     match r {
         Ok(v) => Ok(v.as_slice()),
-        Err(e) => Err(io::Error::new(io::ErrorKind::Other, e.clone())),
+        Err(e) => Err(io::Error::other(e.clone())),
     }
 }
 
 fn list_applets(busybox: &Path) -> io::Result<Vec<String>> {
-    let out = Command::new(busybox).arg("--list-full").output().map_err(|e| {
-        io::Error::new(e.kind(), format!("running {} --list-full: {e}", busybox.display()))
-    })?;
+    let out = Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("running {} --list-full: {e}", busybox.display()),
+            )
+        })?;
     if !out.status.success() {
-        return Err(io::Error::new(
-            io::ErrorKind::Other,
-            format!("{} --list-full failed: {}", busybox.display(), out.status),
-        ));
+        return Err(io::Error::other(format!(
+            "{} --list-full failed: {}",
+            busybox.display(),
+            out.status
+        )));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut list: Vec<String> = text
@@ -210,8 +217,14 @@ mod tests {
 
     #[test]
     fn symlink_targets_are_relative() {
-        assert_eq!(busybox_target(Path::new("bin/sh")), PathBuf::from("busybox"));
-        assert_eq!(busybox_target(Path::new("sbin/init")), PathBuf::from("../bin/busybox"));
+        assert_eq!(
+            busybox_target(Path::new("bin/sh")),
+            PathBuf::from("busybox")
+        );
+        assert_eq!(
+            busybox_target(Path::new("sbin/init")),
+            PathBuf::from("../bin/busybox")
+        );
         assert_eq!(
             busybox_target(Path::new("usr/sbin/arping")),
             PathBuf::from("../../bin/busybox")
@@ -228,7 +241,7 @@ mod tests {
 
     #[test]
     fn rootfs_has_shell_and_users() {
-        let tmp = tempfile::Builder::new().prefix("runc-rs-test-").tempdir().unwrap();
+        let tmp = crate::temp_dir().unwrap();
         let root = tmp.path().join("rootfs");
         build_rootfs(&root).unwrap();
 
@@ -236,7 +249,10 @@ mod tests {
         let sh = root.join("bin/sh");
         assert_eq!(fs::read_link(&sh).unwrap(), PathBuf::from("busybox"));
         let resolved = fs::canonicalize(&sh).unwrap();
-        assert_eq!(resolved, fs::canonicalize(root.join("bin/busybox")).unwrap());
+        assert_eq!(
+            resolved,
+            fs::canonicalize(root.join("bin/busybox")).unwrap()
+        );
         let meta = fs::metadata(&resolved).unwrap();
         assert!(meta.is_file() && meta.permissions().mode() & 0o111 != 0);
         assert_eq!(meta.len(), fs::metadata(host_busybox()).unwrap().len());
@@ -245,13 +261,17 @@ mod tests {
         for a in ["usr/bin/id", "bin/cat", "bin/ls", "bin/sleep"] {
             let p = root.join(a);
             assert!(fs::symlink_metadata(&p).is_ok(), "{a} missing");
-            assert!(fs::canonicalize(&p).unwrap().starts_with(fs::canonicalize(&root).unwrap()));
+            assert!(fs::canonicalize(&p)
+                .unwrap()
+                .starts_with(fs::canonicalize(&root).unwrap()));
         }
 
         let passwd = fs::read_to_string(root.join("etc/passwd")).unwrap();
         assert!(passwd.lines().any(|l| l.starts_with("root:x:0:0:")));
         assert!(passwd.lines().any(|l| l.starts_with("user:x:1000:1000:")));
-        assert!(passwd.lines().any(|l| l.starts_with("nobody:x:65534:65534:")));
+        assert!(passwd
+            .lines()
+            .any(|l| l.starts_with("nobody:x:65534:65534:")));
         let group = fs::read_to_string(root.join("etc/group")).unwrap();
         assert!(group.lines().any(|l| l == "extra1:x:2000:user"));
         assert!(group.lines().any(|l| l == "extra2:x:2001:user"));
@@ -267,7 +287,7 @@ mod tests {
     #[test]
     fn rootfs_shell_runs_on_host() {
         // The copied binary really is a working shell (static, no loader).
-        let tmp = tempfile::Builder::new().prefix("runc-rs-test-").tempdir().unwrap();
+        let tmp = crate::temp_dir().unwrap();
         build_rootfs(tmp.path()).unwrap();
         let out = Command::new(tmp.path().join("bin/sh"))
             .args(["-c", "echo ok"])
@@ -278,7 +298,7 @@ mod tests {
 
     #[test]
     fn build_is_idempotent() {
-        let tmp = tempfile::Builder::new().prefix("runc-rs-test-").tempdir().unwrap();
+        let tmp = crate::temp_dir().unwrap();
         build_rootfs(tmp.path()).unwrap();
         build_rootfs(tmp.path()).unwrap();
     }

@@ -162,8 +162,12 @@ mod tests {
             eprintln!("{v}: not runc 1.1, skipping comparison with `runc spec`");
             return;
         }
-        let tmp = tempfile::Builder::new().prefix("runc-rs-test-").tempdir().unwrap();
-        let st = Command::new(&runc).arg("spec").current_dir(tmp.path()).status().unwrap();
+        let tmp = crate::temp_dir().unwrap();
+        let st = Command::new(&runc)
+            .arg("spec")
+            .current_dir(tmp.path())
+            .status()
+            .unwrap();
         assert!(st.success());
         let text = std::fs::read_to_string(tmp.path().join("config.json")).unwrap();
         let mut theirs: Value = serde_json::from_str(&text).unwrap();
@@ -171,6 +175,10 @@ mod tests {
         theirs["process"]["args"] = json!(["sh"]);
         let mut out = Vec::new();
         diff("", &default_spec(), &theirs, &mut out);
-        assert!(out.is_empty(), "default_spec differs from runc spec:\n{}", out.join("\n"));
+        assert!(
+            out.is_empty(),
+            "default_spec differs from runc spec:\n{}",
+            out.join("\n")
+        );
     }
 }

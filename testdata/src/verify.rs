@@ -51,15 +51,26 @@ fn resolve<'a>(
     want_media: &str,
     what: &str,
 ) -> io::Result<&'a [u8]> {
-    let digest = desc["digest"].as_str().ok_or_else(|| invalid(format!("{what}: no digest")))?;
-    let size = desc["size"].as_u64().ok_or_else(|| invalid(format!("{what}: no size")))?;
+    let digest = desc["digest"]
+        .as_str()
+        .ok_or_else(|| invalid(format!("{what}: no digest")))?;
+    let size = desc["size"]
+        .as_u64()
+        .ok_or_else(|| invalid(format!("{what}: no size")))?;
     let media = desc["mediaType"].as_str().unwrap_or("");
     if media != want_media {
-        return Err(invalid(format!("{what}: mediaType {media:?}, want {want_media:?}")));
+        return Err(invalid(format!(
+            "{what}: mediaType {media:?}, want {want_media:?}"
+        )));
     }
-    let data = blobs.get(digest).ok_or_else(|| invalid(format!("{what}: blob {digest} missing")))?;
+    let data = blobs
+        .get(digest)
+        .ok_or_else(|| invalid(format!("{what}: blob {digest} missing")))?;
     if data.len() as u64 != size {
-        return Err(invalid(format!("{what}: size {size} but blob has {}", data.len())));
+        return Err(invalid(format!(
+            "{what}: size {size} but blob has {}",
+            data.len()
+        )));
     }
     Ok(data)
 }
@@ -80,7 +91,11 @@ pub fn verify_image_archive(path: &Path) -> io::Result<VerifiedImage> {
         if entry.header().entry_type() != tar::EntryType::Regular {
             continue;
         }
-        let name = entry.path()?.to_string_lossy().trim_start_matches("./").to_owned();
+        let name = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_owned();
         let mut data = Vec::new();
         entry.read_to_end(&mut data)?;
         if files.insert(name.clone(), data).is_some() {
@@ -88,16 +103,21 @@ pub fn verify_image_archive(path: &Path) -> io::Result<VerifiedImage> {
         }
     }
 
-    let layout = parse("oci-layout", files.get("oci-layout").ok_or_else(|| {
-        invalid("oci-layout missing".into())
-    })?)?;
+    let layout = parse(
+        "oci-layout",
+        files
+            .get("oci-layout")
+            .ok_or_else(|| invalid("oci-layout missing".into()))?,
+    )?;
     if layout["imageLayoutVersion"] != "1.0.0" {
         return Err(invalid(format!("oci-layout: {layout}")));
     }
 
     let mut blobs = BTreeMap::new();
     for (name, data) in &files {
-        let Some(hex) = name.strip_prefix("blobs/sha256/") else { continue };
+        let Some(hex) = name.strip_prefix("blobs/sha256/") else {
+            continue;
+        };
         let digest = sha256_digest(data);
         if digest != format!("sha256:{hex}") {
             return Err(invalid(format!("{name}: content hashes to {digest}")));
@@ -105,15 +125,21 @@ pub fn verify_image_archive(path: &Path) -> io::Result<VerifiedImage> {
         blobs.insert(digest, data.clone());
     }
 
-    let index = parse("index.json", files.get("index.json").ok_or_else(|| {
-        invalid("index.json missing".into())
-    })?)?;
+    let index = parse(
+        "index.json",
+        files
+            .get("index.json")
+            .ok_or_else(|| invalid("index.json missing".into()))?,
+    )?;
     if index["schemaVersion"] != 2 {
         return Err(invalid("index.json: schemaVersion != 2".into()));
     }
     let manifests = index["manifests"].as_array().cloned().unwrap_or_default();
     let [mdesc] = manifests.as_slice() else {
-        return Err(invalid(format!("index.json: {} manifests, want 1", manifests.len())));
+        return Err(invalid(format!(
+            "index.json: {} manifests, want 1",
+            manifests.len()
+        )));
     };
     let annotation = |key: &str| -> io::Result<String> {
         mdesc["annotations"][key]
@@ -124,14 +150,20 @@ pub fn verify_image_archive(path: &Path) -> io::Result<VerifiedImage> {
     let name = annotation(ANNOTATION_IMAGE_NAME)?;
     let ref_name = annotation(ANNOTATION_REF_NAME)?;
 
-    let manifest = parse("manifest", resolve(&blobs, mdesc, media::MANIFEST, "manifest")?)?;
+    let manifest = parse(
+        "manifest",
+        resolve(&blobs, mdesc, media::MANIFEST, "manifest")?,
+    )?;
     if manifest["schemaVersion"] != 2 {
         return Err(invalid("manifest: schemaVersion != 2".into()));
     }
     let config_bytes = resolve(&blobs, &manifest["config"], media::CONFIG, "config")?;
     let config = parse("config", config_bytes)?;
     let layer_descs = manifest["layers"].as_array().cloned().unwrap_or_default();
-    let diff_ids = config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if layer_descs.is_empty() || layer_descs.len() != diff_ids.len() {
         return Err(invalid(format!(
             "{} layers but {} diff_ids",
@@ -146,7 +178,9 @@ pub fn verify_image_archive(path: &Path) -> io::Result<VerifiedImage> {
         GzDecoder::new(gz).read_to_end(&mut raw)?;
         let got = sha256_digest(&raw);
         if Some(got.as_str()) != diff_id.as_str() {
-            return Err(invalid(format!("layer {i}: diff_id {diff_id} but content is {got}")));
+            return Err(invalid(format!(
+                "layer {i}: diff_id {diff_id} but content is {got}"
+            )));
         }
         layers.push(ld["digest"].as_str().unwrap_or_default().to_owned());
     }
@@ -155,7 +189,10 @@ pub fn verify_image_archive(path: &Path) -> io::Result<VerifiedImage> {
         name,
         ref_name,
         manifest_digest: mdesc["digest"].as_str().unwrap_or_default().to_owned(),
-        config_digest: manifest["config"]["digest"].as_str().unwrap_or_default().to_owned(),
+        config_digest: manifest["config"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         config,
         layers,
         blob_count: blobs.len(),
@@ -181,7 +218,10 @@ mod tests {
         assert_eq!(v.config["os"], "linux");
         assert_eq!(v.config["architecture"], crate::image::oci_arch());
         assert_eq!(v.config["config"]["Cmd"], serde_json::json!(["sh"]));
-        assert!(v.config["config"]["Env"][0].as_str().unwrap().starts_with("PATH="));
+        assert!(v.config["config"]["Env"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("PATH="));
         assert_eq!(v.config["history"].as_array().unwrap().len(), 1);
     }
 
@@ -200,7 +240,11 @@ mod tests {
         let mut layout = image_layout("busybox:t").unwrap();
         // Flip one byte of the config blob but keep its name: the blob no
         // longer hashes to its file name.
-        let cfg = layout.blobs.iter_mut().find(|(d, _)| *d == layout.config_digest).unwrap();
+        let cfg = layout
+            .blobs
+            .iter_mut()
+            .find(|(d, _)| *d == layout.config_digest)
+            .unwrap();
         let last = cfg.1.len() - 2;
         cfg.1[last] ^= 0x20;
         let out = tmp.path().join("bad.tar");

@@ -58,7 +58,10 @@ fn run(cmd: &mut Command, dir: &Path, secs: u64) -> Ran {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} timed out after {secs}s: {}", fs::read_to_string(&e).unwrap());
+            panic!(
+                "{cmd:?} timed out after {secs}s: {}",
+                fs::read_to_string(&e).unwrap()
+            );
         }
         sleep(Duration::from_millis(20));
     };
@@ -73,7 +76,13 @@ fn run(cmd: &mut Command, dir: &Path, secs: u64) -> Ran {
 }
 
 fn check(what: &str, r: &Ran) {
-    assert!(r.status.success(), "{what}: {}\nstdout: {}\nstderr: {}", r.status, r.stdout, r.stderr);
+    assert!(
+        r.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        r.status,
+        r.stdout,
+        r.stderr
+    );
 }
 
 /// Removes a cgroup tree on drop (after the runtime is gone).
@@ -113,16 +122,28 @@ fn runc_run(test: &str, args: &[&str], user: Option<(u32, u32)>) -> Ran {
     b.write_spec().unwrap();
     let state = temp_dir().unwrap();
     let logs = temp_dir().unwrap();
-    let ctr = RuncContainer { root: state.path(), id: format!("{}-{test}", std::process::id()) };
+    let ctr = RuncContainer {
+        root: state.path(),
+        id: format!("{}-{test}", std::process::id()),
+    };
     let r = run(
-        Command::new("runc").arg("--root").arg(state.path()).arg("run").arg("-b").arg(&b.dir).arg(&ctr.id),
+        Command::new("runc")
+            .arg("--root")
+            .arg(state.path())
+            .arg("run")
+            .arg("-b")
+            .arg(&b.dir)
+            .arg(&ctr.id),
         logs.path(),
         60,
     );
     drop(ctr);
     let name = cg.0.clone();
     drop(cg);
-    assert!(host::cgroup_dirs(&name).is_empty(), "cgroup {name} left behind");
+    assert!(
+        host::cgroup_dirs(&name).is_empty(),
+        "cgroup {name} left behind"
+    );
     r
 }
 
@@ -145,7 +166,11 @@ fn runc_resolves_rootfs_users() {
     // /etc/passwd and /etc/group, so those files are where runtimes look.
     let r = runc_run("runc-user", &["id"], Some((1000, 1000)));
     check("runc run id", &r);
-    assert!(r.stdout.starts_with("uid=1000(user) gid=1000(user)"), "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with("uid=1000(user) gid=1000(user)"),
+        "{}",
+        r.stdout
+    );
 }
 
 /// A private containerd (own root, state, sockets, opt dir; CRI disabled)
@@ -209,7 +234,10 @@ impl Containerd {
 
     fn ctr(&self) -> Command {
         let mut c = Command::new("ctr");
-        c.arg("-a").arg(self.socket()).arg("-n").arg(&self.namespace);
+        c.arg("-a")
+            .arg(self.socket())
+            .arg("-n")
+            .arg(&self.namespace);
         c
     }
 }
@@ -242,7 +270,10 @@ impl Drop for Containerd {
 
 #[test]
 fn containerd_imports_and_runs_archive() {
-    if !require("containerd_imports_and_runs_archive", &["containerd", "ctr", "runc"]) {
+    if !require(
+        "containerd_imports_and_runs_archive",
+        &["containerd", "ctr", "runc"],
+    ) {
         return;
     }
     let ns = host::cgroup_name("ctr");
@@ -287,7 +318,11 @@ struct Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         let quiet = |args: &[&str]| {
-            let _ = Command::new("podman").args(args).stdout(Stdio::null()).stderr(Stdio::null()).status();
+            let _ = Command::new("podman")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
         };
         quiet(&["rm", "--force", "--ignore", &self.container]);
         quiet(&["rmi", &self.image]);
@@ -312,16 +347,36 @@ fn podman_loads_and_runs_archive() {
     let archive = tmp.path().join("img.tar");
     build_image_archive(&archive, &p.image).unwrap();
 
-    let r = run(Command::new("podman").arg("load").arg("-i").arg(&archive), tmp.path(), 120);
+    let r = run(
+        Command::new("podman").arg("load").arg("-i").arg(&archive),
+        tmp.path(),
+        120,
+    );
     check("podman load", &r);
-    assert!(r.stdout.contains(&format!("Loaded image: {}", p.image)), "{}", r.stdout);
+    assert!(
+        r.stdout.contains(&format!("Loaded image: {}", p.image)),
+        "{}",
+        r.stdout
+    );
 
     // cgroupfs: this host has no systemd; --cgroup-parent keeps podman's
     // cgroups (container + conmon) under a parent this test removes.
     let r = run(
         Command::new("podman")
-            .args(["--cgroup-manager", "cgroupfs", "run", "--rm", "--network", "none"])
-            .args(["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
+            .args([
+                "--cgroup-manager",
+                "cgroupfs",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+            ])
+            .args([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+            ])
             .args(["--runtime", "runc", "--cgroup-parent"])
             .arg(format!("/{}", p.cgroup.0))
             .args(["--name", &p.container, &p.image, "echo", "hi"]),
@@ -331,7 +386,11 @@ fn podman_loads_and_runs_archive() {
     check("podman run", &r);
     assert_eq!(r.stdout, "hi\n");
 
-    let r = run(Command::new("podman").args(["rmi", &p.image]), tmp.path(), 60);
+    let r = run(
+        Command::new("podman").args(["rmi", &p.image]),
+        tmp.path(),
+        60,
+    );
     check("podman rmi", &r);
     let cg = p.cgroup.0.clone();
     drop(p);

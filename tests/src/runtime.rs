@@ -18,3 +18,108 @@ pub fn runc_rs_bin() -> PathBuf {
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
+
+/// A runtime CLI (runc-compatible) with a private `--root` and `--log`,
+/// and a cgroup parent of its own. On drop, every container under the root
+/// is force-deleted and the cgroup parent removed.
+pub struct Cli {
+    pub bin: PathBuf,
+    pub root: tempfile::TempDir,
+    pub log: PathBuf,
+    /// Containers' cgroupsPath go under `/<cgroup_parent>/`.
+    pub cgroup_parent: String,
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Cli {
+    pub fn new(bin: PathBuf) -> Cli {
+        assert!(bin.exists(), "runtime binary {} missing: build it first (cargo build -p runc-rs)", bin.display());
+        let root = testdata::temp_dir().expect("temp root");
+        let log = root.path().join("runtime.log");
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Cli { bin, cgroup_parent: testdata::host::cgroup_name(&format!("cli{n}")), log, root }
+    }
+
+    pub fn runc_rs() -> Cli {
+        Cli::new(runc_rs_bin())
+    }
+
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(&self.bin);
+        c.arg("--root").arg(self.root.path()).arg("--log").arg(&self.log).arg("--log-format").arg("json").args(args);
+        c.stdin(std::process::Stdio::null());
+        c
+    }
+
+    /// Runs a subcommand to completion, capturing stdout and stderr.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).output().expect("spawn runtime")
+    }
+
+    /// Like `run`, for commands that leave a container process behind
+    /// (`run -d`): its stdio must not be our capture pipes, or reading
+    /// them would wait for the container to exit. Only stderr is kept,
+    /// through a file.
+    pub fn run_detached(&self, args: &[&str]) -> std::process::Output {
+        let err_path = self.root.path().join(format!("stderr-{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        let err = std::fs::File::create(&err_path).expect("stderr file");
+        let status = self
+            .command(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .status()
+            .expect("spawn runtime");
+        let stderr = std::fs::read(&err_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&err_path);
+        std::process::Output { status, stdout: vec![], stderr }
+    }
+
+    /// Gives a bundle's spec a cgroupsPath under this CLI's parent.
+    pub fn place(&self, spec: &mut serde_json::Value, id: &str) {
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{}/{}", self.cgroup_parent, id));
+    }
+
+    pub fn state(&self, id: &str) -> Option<serde_json::Value> {
+        let out = self.run(&["state", id]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The container's cgroup dirs that exist on the host now.
+    pub fn cgroup_dirs(&self, id: &str) -> Vec<PathBuf> {
+        testdata::host::cgroup_dirs(&format!("{}/{}", self.cgroup_parent, id))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir(self.root.path()) {
+            for e in rd.flatten() {
+                if e.path().is_dir() {
+                    let id = e.file_name().to_string_lossy().into_owned();
+                    let _ = self.run(&["delete", "--force", &id]);
+                }
+            }
+        }
+        testdata::host::remove_cgroup_tree(&self.cgroup_parent);
+    }
+}
+
+/// Waits until `f` holds, up to `secs` seconds.
+pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    f()
+}

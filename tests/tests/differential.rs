@@ -17,11 +17,17 @@ use serde_json::{json, Value};
 // ---------------------------------------------------------------- helpers
 
 fn ns_add(s: &mut Value, t: &str) {
-    s["linux"]["namespaces"].as_array_mut().unwrap().push(json!({ "type": t }));
+    s["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "type": t }));
 }
 
 fn ns_remove(s: &mut Value, t: &str) {
-    s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != t);
+    s["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != t);
 }
 
 fn ns_set_path(s: &mut Value, t: &str, path: &str) {
@@ -34,7 +40,13 @@ fn ns_set_path(s: &mut Value, t: &str, path: &str) {
 
 /// Set all five capability sets (inheritable too) to `caps`.
 fn caps_all(s: &mut Value, caps: &[&str]) {
-    for set in ["bounding", "effective", "permitted", "inheritable", "ambient"] {
+    for set in [
+        "bounding",
+        "effective",
+        "permitted",
+        "inheritable",
+        "ambient",
+    ] {
         s["process"]["capabilities"][set] = json!(caps);
     }
 }
@@ -58,7 +70,10 @@ fn seccomp(s: &mut Value, profile: Value) {
 /// A host value read now, so that a runtime wrongly applying a setting to
 /// the host (instead of refusing it, as runc does) changes nothing.
 fn host_sysctl(path: &str) -> String {
-    std::fs::read_to_string(path).unwrap_or_default().trim().to_string()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 /// (major, minor) of the device holding the host's `/`.
@@ -87,9 +102,20 @@ fn host_hook(name: &str) -> Value {
 const ID: Obs = Obs::Cmd("id", "$BB id");
 const WRITE_ROOT: Obs = Obs::Cmd("write_root", "$BB touch /diff-probe && echo wrote");
 const DOCKER_CAPS: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-    "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
 ];
 
 // ------------------------------------------------------------------ cases
@@ -129,6 +155,7 @@ fn cases() -> Vec<Case> {
             ]);
             s["process"]["user"] = json!({ "uid": 1000, "gid": 1000 });
         }),
+        Case::new("ns_user_without_mappings", &[Obs::IdMaps], |s| ns_add(s, "user")).fail(),
         Case::new("ns_cgroup", &[Obs::ProcCgroup, Obs::Mounts, Obs::Namespaces], |s| ns_add(s, "cgroup")),
         Case::new(
             "ns_host_network",
@@ -312,6 +339,10 @@ fn cases() -> Vec<Case> {
             s["process"]["env"] = json!(["ONLY=1"]);
             set_sh_path(s, "/bin/sh");
         }),
+        Case::new("args_path_lookup", &[Obs::Env, Obs::Cmd("argv0", "echo $0")], |s| {
+            // "busybox" is found through process.env's PATH, in /bin.
+            s["process"]["args"].as_array_mut().unwrap().insert(0, json!("busybox"));
+        }),
         Case::new("args_not_in_path", &[Obs::Env], |s| {
             s["process"]["env"] = json!(["PATH=/usr/bin"]);
         })
@@ -483,6 +514,15 @@ fn cases() -> Vec<Case> {
             });
         })
         .fail(),
+        // runc 1.1 runs poststart hooks at `create` (right after the init
+        // started, while it waits on the exec fifo), so `create` fails.
+        Case::new("hooks_poststart_fails", &[Obs::Status], |s| {
+            s["hooks"] = json!({
+                "poststart": [{ "path": "/bin/sh", "args": ["sh", "-c", "exit 5"] }],
+                "poststop": [host_hook("poststop")]
+            });
+        })
+        .fail(),
         Case::new("hooks_create_runtime_fails", &[Obs::Status], |s| {
             s["hooks"] = json!({
                 "createRuntime": [{ "path": "/bin/sh", "args": ["sh", "-c", "exit 4"] }]
@@ -538,11 +578,17 @@ fn case_list_is_sane() {
     for c in &cases {
         assert!(names.insert(c.name), "duplicate case name {}", c.name);
         assert!(
-            c.name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
+            c.name
+                .chars()
+                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_'),
             "bad case name {}",
             c.name
         );
-        assert!(!c.script.is_empty() || c.expect_fail, "case {} observes nothing", c.name);
+        assert!(
+            !c.script.is_empty() || c.expect_fail,
+            "case {} observes nothing",
+            c.name
+        );
     }
 }
 
@@ -561,7 +607,14 @@ fn runc_vs_runtime_under_test() {
         panic!("runtime under test unavailable: {e}");
     }
     let report = diff::run_suite(&cases(), &reference, &test);
-    println!("{}", report.text);
-    println!("differential: {} cases in {:.1}s", report.outcomes.len(), report.seconds);
-    assert!(report.all_passed(), "{}", report.text);
+    println!(
+        "differential: {} cases in {:.1}s",
+        report.outcomes.len(),
+        report.seconds
+    );
+    if report.all_passed() {
+        println!("{}", report.text);
+    } else {
+        panic!("{}", report.text);
+    }
 }

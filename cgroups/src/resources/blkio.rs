@@ -25,12 +25,34 @@ fn check_weight(field: &str, w: u16) -> Result<()> {
 pub(super) fn plan(p: &mut Plan, b: &LinuxBlockIo) -> Result<()> {
     let devices = b.weight_device().as_deref().unwrap_or(&[]);
     let throttles: [(&str, &Option<Vec<LinuxThrottleDevice>>, &str, &str); 4] = [
-        ("throttleReadBpsDevice", b.throttle_read_bps_device(), "blkio.throttle.read_bps_device", "rbps"),
-        ("throttleWriteBpsDevice", b.throttle_write_bps_device(), "blkio.throttle.write_bps_device", "wbps"),
-        ("throttleReadIOPSDevice", b.throttle_read_iops_device(), "blkio.throttle.read_iops_device", "riops"),
-        ("throttleWriteIOPSDevice", b.throttle_write_iops_device(), "blkio.throttle.write_iops_device", "wiops"),
+        (
+            "throttleReadBpsDevice",
+            b.throttle_read_bps_device(),
+            "blkio.throttle.read_bps_device",
+            "rbps",
+        ),
+        (
+            "throttleWriteBpsDevice",
+            b.throttle_write_bps_device(),
+            "blkio.throttle.write_bps_device",
+            "wbps",
+        ),
+        (
+            "throttleReadIOPSDevice",
+            b.throttle_read_iops_device(),
+            "blkio.throttle.read_iops_device",
+            "riops",
+        ),
+        (
+            "throttleWriteIOPSDevice",
+            b.throttle_write_iops_device(),
+            "blkio.throttle.write_iops_device",
+            "wiops",
+        ),
     ];
-    let any_throttle = throttles.iter().any(|(_, t, _, _)| t.as_ref().is_some_and(|t| !t.is_empty()));
+    let any_throttle = throttles
+        .iter()
+        .any(|(_, t, _, _)| t.as_ref().is_some_and(|t| !t.is_empty()));
     if b.weight().is_none() && b.leaf_weight().is_none() && devices.is_empty() && !any_throttle {
         return Ok(());
     }
@@ -55,9 +77,16 @@ pub(super) fn plan(p: &mut Plan, b: &LinuxBlockIo) -> Result<()> {
     } else if !devices.is_empty() {
         "weightDevice"
     } else {
-        throttles.iter().find(|(_, t, _, _)| t.as_ref().is_some_and(|t| !t.is_empty())).map_or("throttle", |t| t.0)
+        throttles
+            .iter()
+            .find(|(_, t, _, _)| t.as_ref().is_some_and(|t| !t.is_empty()))
+            .map_or("throttle", |t| t.0)
     };
-    let controller = if p.locate("blkio").is_some() { "blkio" } else { "io" };
+    let controller = if p.locate("blkio").is_some() {
+        "blkio"
+    } else {
+        "io"
+    };
     let loc = p.require(&format!("{F}.{first}"), controller)?;
     match loc.version {
         Version::V1 => v1(p, &loc, b, &throttles),
@@ -66,7 +95,12 @@ pub(super) fn plan(p: &mut Plan, b: &LinuxBlockIo) -> Result<()> {
     Ok(())
 }
 
-fn v1(p: &mut Plan, loc: &Loc, b: &LinuxBlockIo, throttles: &[(&str, &Option<Vec<LinuxThrottleDevice>>, &str, &str)]) {
+fn v1(
+    p: &mut Plan,
+    loc: &Loc,
+    b: &LinuxBlockIo,
+    throttles: &[(&str, &Option<Vec<LinuxThrottleDevice>>, &str, &str)],
+) {
     // CFQ's files if present, else BFQ's (as runc does); BFQ has no leaf weights.
     let (weight, weight_dev) = if loc.dir.join("blkio.weight").exists() {
         ("blkio.weight", "blkio.weight_device")
@@ -77,28 +111,63 @@ fn v1(p: &mut Plan, loc: &Loc, b: &LinuxBlockIo, throttles: &[(&str, &Option<Vec
         p.push(&format!("{F}.weight"), loc, weight, w, When::Always);
     }
     if let Some(w) = b.leaf_weight() {
-        p.push(&format!("{F}.leafWeight"), loc, "blkio.leaf_weight", w, When::Always);
+        p.push(
+            &format!("{F}.leafWeight"),
+            loc,
+            "blkio.leaf_weight",
+            w,
+            When::Always,
+        );
     }
     for d in b.weight_device().as_deref().unwrap_or(&[]) {
         if let Some(w) = d.weight() {
-            p.push(&format!("{F}.weightDevice"), loc, weight_dev, format!("{}:{} {w}", d.major(), d.minor()), When::Always);
+            p.push(
+                &format!("{F}.weightDevice"),
+                loc,
+                weight_dev,
+                format!("{}:{} {w}", d.major(), d.minor()),
+                When::Always,
+            );
         }
         if let Some(w) = d.leaf_weight() {
             let v = format!("{}:{} {w}", d.major(), d.minor());
-            p.push(&format!("{F}.weightDevice.leafWeight"), loc, "blkio.leaf_weight_device", v, When::Always);
+            p.push(
+                &format!("{F}.weightDevice.leafWeight"),
+                loc,
+                "blkio.leaf_weight_device",
+                v,
+                When::Always,
+            );
         }
     }
     for (name, list, file, _) in throttles {
         for t in list.as_deref().unwrap_or(&[]) {
-            p.push(&format!("{F}.{name}"), loc, file, format!("{}:{} {}", t.major(), t.minor(), t.rate()), When::Always);
+            p.push(
+                &format!("{F}.{name}"),
+                loc,
+                file,
+                format!("{}:{} {}", t.major(), t.minor(), t.rate()),
+                When::Always,
+            );
         }
     }
 }
 
-fn v2(p: &mut Plan, loc: &Loc, b: &LinuxBlockIo, throttles: &[(&str, &Option<Vec<LinuxThrottleDevice>>, &str, &str)]) {
+fn v2(
+    p: &mut Plan,
+    loc: &Loc,
+    b: &LinuxBlockIo,
+    throttles: &[(&str, &Option<Vec<LinuxThrottleDevice>>, &str, &str)],
+) {
     // io.bfq.weight takes v1-range weights; io.weight (iocost) needs the conversion.
     let bfq = loc.dir.join("io.bfq.weight").exists();
-    let conv = |w: u16| if bfq { w as u64 } else { blkio_weight_to_io_weight(w as u64) };
+    let conv = |w: u16| {
+        if bfq {
+            w as u64
+        } else {
+            blkio_weight_to_io_weight(w as u64)
+        }
+    };
     let file = if bfq { "io.bfq.weight" } else { "io.weight" };
     if let Some(w) = b.weight() {
         p.push(&format!("{F}.weight"), loc, file, conv(w), When::Always);
@@ -108,7 +177,13 @@ fn v2(p: &mut Plan, loc: &Loc, b: &LinuxBlockIo, throttles: &[(&str, &Option<Vec
     }
     for d in b.weight_device().as_deref().unwrap_or(&[]) {
         if let Some(w) = d.weight() {
-            p.push(&format!("{F}.weightDevice"), loc, file, format!("{}:{} {}", d.major(), d.minor(), conv(w)), When::Always);
+            p.push(
+                &format!("{F}.weightDevice"),
+                loc,
+                file,
+                format!("{}:{} {}", d.major(), d.minor(), conv(w)),
+                When::Always,
+            );
         }
         if d.leaf_weight().is_some() {
             log::warn!("{F}.weightDevice.leafWeight has no cgroup v2 equivalent; ignored");
@@ -117,8 +192,18 @@ fn v2(p: &mut Plan, loc: &Loc, b: &LinuxBlockIo, throttles: &[(&str, &Option<Vec
     for (name, list, _, key) in throttles {
         for t in list.as_deref().unwrap_or(&[]) {
             // v1 uses 0 to remove a limit; io.max spells that "max".
-            let rate = if t.rate() == 0 { "max".to_string() } else { t.rate().to_string() };
-            p.push(&format!("{F}.{name}"), loc, "io.max", format!("{}:{} {key}={rate}", t.major(), t.minor()), When::Always);
+            let rate = if t.rate() == 0 {
+                "max".to_string()
+            } else {
+                t.rate().to_string()
+            };
+            p.push(
+                &format!("{F}.{name}"),
+                loc,
+                "io.max",
+                format!("{}:{} {key}={rate}", t.major(), t.minor()),
+                When::Always,
+            );
         }
     }
 }

@@ -61,22 +61,36 @@ pub(super) fn plan(p: &mut Plan, cpu: &LinuxCpu) -> Result<()> {
     ]
     .into_iter()
     .find(|(set, _)| *set);
-    let Some((_, name)) = first_set else { return Ok(()) };
+    let Some((_, name)) = first_set else {
+        return Ok(());
+    };
     let loc = p.require(&format!("{F}.{name}"), "cpu")?;
 
     if let Some(s) = shares {
         if !(2..=262144).contains(&s) {
-            return Err(Error::invalid(format!("{F}.shares"), s, "must be between 2 and 262144"));
+            return Err(Error::invalid(
+                format!("{F}.shares"),
+                s,
+                "must be between 2 and 262144",
+            ));
         }
     }
     if let Some(q) = quota {
         if q != -1 && q < 1000 {
-            return Err(Error::invalid(format!("{F}.quota"), q, "must be -1 (no limit) or at least 1000 (µs)"));
+            return Err(Error::invalid(
+                format!("{F}.quota"),
+                q,
+                "must be -1 (no limit) or at least 1000 (µs)",
+            ));
         }
     }
     if let Some(pd) = period {
         if !(1000..=1_000_000).contains(&pd) {
-            return Err(Error::invalid(format!("{F}.period"), pd, "must be between 1000 and 1000000 (µs)"));
+            return Err(Error::invalid(
+                format!("{F}.period"),
+                pd,
+                "must be between 1000 and 1000000 (µs)",
+            ));
         }
     }
 
@@ -88,9 +102,20 @@ pub(super) fn plan(p: &mut Plan, cpu: &LinuxCpu) -> Result<()> {
             // A smaller period can be refused until the quota is lowered: period (EINVAL
             // tolerated), quota, period again -- the order runc uses.
             let text = |v: Option<u64>| v.map(|v| v.to_string());
-            paired(p, &loc, ("period", "cpu.cfs_period_us", text(period)), ("quota", "cpu.cfs_quota_us", quota.map(|q| q.to_string())));
+            paired(
+                p,
+                &loc,
+                ("period", "cpu.cfs_period_us", text(period)),
+                ("quota", "cpu.cfs_quota_us", quota.map(|q| q.to_string())),
+            );
             if let Some(b) = cpu.burst() {
-                p.push(&format!("{F}.burst"), &loc, "cpu.cfs_burst_us", b, When::Always);
+                p.push(
+                    &format!("{F}.burst"),
+                    &loc,
+                    "cpu.cfs_burst_us",
+                    b,
+                    When::Always,
+                );
             }
             if let Some(i) = cpu.idle() {
                 p.push(&format!("{F}.idle"), &loc, "cpu.idle", i, When::Always);
@@ -99,25 +124,43 @@ pub(super) fn plan(p: &mut Plan, cpu: &LinuxCpu) -> Result<()> {
                 p,
                 &loc,
                 ("realtimePeriod", "cpu.rt_period_us", text(rt_period)),
-                ("realtimeRuntime", "cpu.rt_runtime_us", rt_runtime.map(|r| r.to_string())),
+                (
+                    "realtimeRuntime",
+                    "cpu.rt_runtime_us",
+                    rt_runtime.map(|r| r.to_string()),
+                ),
             );
         }
         Version::V2 => {
             if rt_runtime.is_some() || rt_period.is_some() {
-                let which = if rt_runtime.is_some() { "realtimeRuntime" } else { "realtimePeriod" };
+                let which = if rt_runtime.is_some() {
+                    "realtimeRuntime"
+                } else {
+                    "realtimePeriod"
+                };
                 return Err(Error::unsupported(
                     format!("{F}.{which}"),
                     "cgroup v2 has no real-time group scheduling interface",
                 ));
             }
             if let Some(s) = shares {
-                p.push(&format!("{F}.shares"), &loc, "cpu.weight", shares_to_weight(s), When::Always);
+                p.push(
+                    &format!("{F}.shares"),
+                    &loc,
+                    "cpu.weight",
+                    shares_to_weight(s),
+                    When::Always,
+                );
             }
             if quota.is_some() || period.is_some() {
                 // cpu.max takes both; keep the current half that was not given.
-                let cur = fs::read(&format!("{F}.quota"), &loc.dir.join("cpu.max")).unwrap_or_else(|_| "max 100000".into());
+                let cur = fs::read(&format!("{F}.quota"), &loc.dir.join("cpu.max"))
+                    .unwrap_or_else(|_| "max 100000".into());
                 let mut cur = cur.split_whitespace();
-                let (cur_q, cur_p) = (cur.next().unwrap_or("max").to_string(), cur.next().unwrap_or("100000").to_string());
+                let (cur_q, cur_p) = (
+                    cur.next().unwrap_or("max").to_string(),
+                    cur.next().unwrap_or("100000").to_string(),
+                );
                 let q = match quota {
                     Some(q) if q > 0 => q.to_string(),
                     Some(_) => "max".to_string(),
@@ -125,10 +168,22 @@ pub(super) fn plan(p: &mut Plan, cpu: &LinuxCpu) -> Result<()> {
                 };
                 let pd = period.map(|x| x.to_string()).unwrap_or(cur_p);
                 let field = if quota.is_some() { "quota" } else { "period" };
-                p.push(&format!("{F}.{field}"), &loc, "cpu.max", format!("{q} {pd}"), When::Always);
+                p.push(
+                    &format!("{F}.{field}"),
+                    &loc,
+                    "cpu.max",
+                    format!("{q} {pd}"),
+                    When::Always,
+                );
             }
             if let Some(b) = cpu.burst() {
-                p.push(&format!("{F}.burst"), &loc, "cpu.max.burst", b, When::Always);
+                p.push(
+                    &format!("{F}.burst"),
+                    &loc,
+                    "cpu.max.burst",
+                    b,
+                    When::Always,
+                );
             }
             if let Some(i) = cpu.idle() {
                 p.push(&format!("{F}.idle"), &loc, "cpu.idle", i, When::Always);
@@ -159,7 +214,9 @@ fn paired(p: &mut Plan, loc: &Loc, period: Half, limit: Half) {
 
 /// cpuset.cpus / cpuset.mems, checked against what the parent cgroup has.
 fn cpuset(p: &mut Plan, what: &str, value: Option<&str>) -> Result<()> {
-    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else { return Ok(()) };
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
     let field = format!("{F}.{what}");
     let wanted = parse_cpu_list(value)
         .ok_or_else(|| Error::invalid(&field, value, "expected a list like \"0-3,5\""))?;
@@ -176,7 +233,11 @@ fn cpuset(p: &mut Plan, what: &str, value: Option<&str>) -> Result<()> {
                 let avail = parse_cpu_list(&avail_s).unwrap_or_default();
                 let missing: Vec<String> = wanted.difference(&avail).map(u32::to_string).collect();
                 if !avail.is_empty() && !missing.is_empty() {
-                    let kind = if what == "cpus" { "CPUs" } else { "memory nodes" };
+                    let kind = if what == "cpus" {
+                        "CPUs"
+                    } else {
+                        "memory nodes"
+                    };
                     return Err(Error::invalid(
                         &field,
                         value,
@@ -209,7 +270,13 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(parse_cpu_list("0-2,5").unwrap().into_iter().collect::<Vec<_>>(), vec![0, 1, 2, 5]);
+        assert_eq!(
+            parse_cpu_list("0-2,5")
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![0, 1, 2, 5]
+        );
         assert_eq!(parse_cpu_list(" 3 ").unwrap().len(), 1);
         assert!(parse_cpu_list("").unwrap().is_empty());
         assert!(parse_cpu_list("2-1").is_none());

@@ -8,9 +8,17 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
 /// One rule as the kernel reads it: "c 1:3 rwm", "a".
 pub(crate) fn rule_line(index: usize, r: &LinuxDeviceCgroup) -> Result<String> {
     let field = format!("linux.resources.devices[{index}]");
-    let access = r.access().as_deref().filter(|a| !a.is_empty()).unwrap_or("rwm");
+    let access = r
+        .access()
+        .as_deref()
+        .filter(|a| !a.is_empty())
+        .unwrap_or("rwm");
     if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
-        return Err(Error::invalid(format!("{field}.access"), access, "only r, w and m are allowed"));
+        return Err(Error::invalid(
+            format!("{field}.access"),
+            access,
+            "only r, w and m are allowed",
+        ));
     }
     let typ = match r.typ().unwrap_or(LinuxDeviceType::A) {
         LinuxDeviceType::A => {
@@ -19,20 +27,38 @@ pub(crate) fn rule_line(index: usize, r: &LinuxDeviceCgroup) -> Result<String> {
             let mut sorted: Vec<char> = access.chars().collect();
             sorted.sort_unstable();
             sorted.dedup();
-            if sorted != ['m', 'r', 'w'] || r.major().is_some_and(|m| m >= 0) || r.minor().is_some_and(|m| m >= 0) {
-                return Err(Error::invalid(field, access, "a type \"a\" rule must cover all devices with access rwm"));
+            if sorted != ['m', 'r', 'w']
+                || r.major().is_some_and(|m| m >= 0)
+                || r.minor().is_some_and(|m| m >= 0)
+            {
+                return Err(Error::invalid(
+                    field,
+                    access,
+                    "a type \"a\" rule must cover all devices with access rwm",
+                ));
             }
             return Ok("a".into());
         }
         LinuxDeviceType::B => 'b',
         LinuxDeviceType::C | LinuxDeviceType::U => 'c',
         LinuxDeviceType::P => {
-            return Err(Error::invalid(format!("{field}.type"), "p", "the device cgroup has no rules for FIFOs"));
+            return Err(Error::invalid(
+                format!("{field}.type"),
+                "p",
+                "the device cgroup has no rules for FIFOs",
+            ));
         }
     };
     // runc's specs use -1 for "any".
-    let num = |v: Option<i64>| v.filter(|n| *n >= 0).map_or("*".to_string(), |n| n.to_string());
-    Ok(format!("{typ} {}:{} {access}", num(r.major()), num(r.minor())))
+    let num = |v: Option<i64>| {
+        v.filter(|n| *n >= 0)
+            .map_or("*".to_string(), |n| n.to_string())
+    };
+    Ok(format!(
+        "{typ} {}:{} {access}",
+        num(r.major()),
+        num(r.minor())
+    ))
 }
 
 pub(super) fn plan(p: &mut Plan, rules: &[LinuxDeviceCgroup]) -> Result<()> {
@@ -52,7 +78,11 @@ pub(super) fn plan(p: &mut Plan, rules: &[LinuxDeviceCgroup]) -> Result<()> {
     // Start from deny-all, then replay the rules in order (what runc does for a new cgroup).
     p.push(field, &loc, "devices.deny", "a", When::Always);
     for (i, (allow, line)) in lines.into_iter().enumerate() {
-        let file = if allow { "devices.allow" } else { "devices.deny" };
+        let file = if allow {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        };
         p.push(&format!("{field}[{i}]"), &loc, file, line, When::Always);
     }
     Ok(())
@@ -69,10 +99,34 @@ mod tests {
 
     #[test]
     fn lines() {
-        assert_eq!(rule_line(0, &rule(r#"{"allow":false,"access":"rwm"}"#)).unwrap(), "a");
-        assert_eq!(rule_line(0, &rule(r#"{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}"#)).unwrap(), "c 1:3 rw");
-        assert_eq!(rule_line(0, &rule(r#"{"allow":true,"type":"b","major":8,"access":"r"}"#)).unwrap(), "b 8:* r");
-        assert_eq!(rule_line(0, &rule(r#"{"allow":true,"type":"c","major":-1,"minor":-1}"#)).unwrap(), "c *:* rwm");
+        assert_eq!(
+            rule_line(0, &rule(r#"{"allow":false,"access":"rwm"}"#)).unwrap(),
+            "a"
+        );
+        assert_eq!(
+            rule_line(
+                0,
+                &rule(r#"{"allow":true,"type":"c","major":1,"minor":3,"access":"rw"}"#)
+            )
+            .unwrap(),
+            "c 1:3 rw"
+        );
+        assert_eq!(
+            rule_line(
+                0,
+                &rule(r#"{"allow":true,"type":"b","major":8,"access":"r"}"#)
+            )
+            .unwrap(),
+            "b 8:* r"
+        );
+        assert_eq!(
+            rule_line(
+                0,
+                &rule(r#"{"allow":true,"type":"c","major":-1,"minor":-1}"#)
+            )
+            .unwrap(),
+            "c *:* rwm"
+        );
         assert!(rule_line(0, &rule(r#"{"allow":true,"type":"a","access":"r"}"#)).is_err());
         assert!(rule_line(0, &rule(r#"{"allow":true,"type":"c","access":"x"}"#)).is_err());
         assert!(rule_line(0, &rule(r#"{"allow":true,"type":"p"}"#)).is_err());

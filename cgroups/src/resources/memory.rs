@@ -21,7 +21,9 @@ pub fn swap_to_v2(swap: i64, limit: i64) -> std::result::Result<i64, String> {
         return Err("a swap limit needs a memory limit".into());
     }
     if swap < limit {
-        return Err(format!("memory+swap limit {swap} is below the memory limit {limit}"));
+        return Err(format!(
+            "memory+swap limit {swap} is below the memory limit {limit}"
+        ));
     }
     Ok(swap - limit)
 }
@@ -39,13 +41,27 @@ pub(super) fn plan(p: &mut Plan, m: &LinuxMemory) -> Result<()> {
     let limit = m.limit().filter(|v| *v != 0);
     let swap = m.swap().filter(|v| *v != 0);
     let reservation = m.reservation().filter(|v| *v != 0);
-    for (name, v) in [("limit", limit), ("swap", swap), ("reservation", reservation), ("kernel", m.kernel()), ("kernelTCP", m.kernel_tcp())] {
+    for (name, v) in [
+        ("limit", limit),
+        ("swap", swap),
+        ("reservation", reservation),
+        ("kernel", m.kernel()),
+        ("kernelTCP", m.kernel_tcp()),
+    ] {
         if let Some(v) = v.filter(|v| *v < -1) {
-            return Err(Error::invalid(format!("{F}.{name}"), v, "must be -1 (no limit) or a byte count"));
+            return Err(Error::invalid(
+                format!("{F}.{name}"),
+                v,
+                "must be -1 (no limit) or a byte count",
+            ));
         }
     }
     if let Some(s) = m.swappiness().filter(|s| *s > 100) {
-        return Err(Error::invalid(format!("{F}.swappiness"), s, "valid range is 0-100"));
+        return Err(Error::invalid(
+            format!("{F}.swappiness"),
+            s,
+            "valid range is 0-100",
+        ));
     }
     let any = limit.is_some()
         || swap.is_some()
@@ -57,10 +73,14 @@ pub(super) fn plan(p: &mut Plan, m: &LinuxMemory) -> Result<()> {
     if !any {
         return Ok(());
     }
-    let first = [(limit.is_some(), "limit"), (swap.is_some(), "swap"), (reservation.is_some(), "reservation")]
-        .into_iter()
-        .find(|(s, _)| *s)
-        .map_or("limit", |(_, n)| n);
+    let first = [
+        (limit.is_some(), "limit"),
+        (swap.is_some(), "swap"),
+        (reservation.is_some(), "reservation"),
+    ]
+    .into_iter()
+    .find(|(s, _)| *s)
+    .map_or("limit", |(_, n)| n);
     let loc = p.require(&format!("{F}.{first}"), "memory")?;
     match loc.version {
         Version::V1 => v1(p, &loc, m, limit, swap, reservation),
@@ -68,20 +88,39 @@ pub(super) fn plan(p: &mut Plan, m: &LinuxMemory) -> Result<()> {
     }
 }
 
-fn v1(p: &mut Plan, loc: &Loc, m: &LinuxMemory, limit: Option<i64>, swap: Option<i64>, reservation: Option<i64>) -> Result<()> {
+fn v1(
+    p: &mut Plan,
+    loc: &Loc,
+    m: &LinuxMemory,
+    limit: Option<i64>,
+    swap: Option<i64>,
+    reservation: Option<i64>,
+) -> Result<()> {
     let swap = match (limit, swap) {
         (Some(-1), None) => Some(-1), // unlimited memory: unlimited memory+swap too
         _ => swap,
     };
     let push_limit = |p: &mut Plan| {
         if let Some(l) = limit {
-            p.push(&format!("{F}.limit"), loc, "memory.limit_in_bytes", l, When::Always);
+            p.push(
+                &format!("{F}.limit"),
+                loc,
+                "memory.limit_in_bytes",
+                l,
+                When::Always,
+            );
         }
     };
     // memsw exists only with swap accounting; runc skips it then too.
     let push_swap = |p: &mut Plan| {
         if let Some(s) = swap {
-            p.push(&format!("{F}.swap"), loc, "memory.memsw.limit_in_bytes", s, When::IfExists);
+            p.push(
+                &format!("{F}.swap"),
+                loc,
+                "memory.memsw.limit_in_bytes",
+                s,
+                When::IfExists,
+            );
         }
     };
     // The kernel wants limit <= memsw at every moment: when raising (the new memsw is above
@@ -89,9 +128,16 @@ fn v1(p: &mut Plan, loc: &Loc, m: &LinuxMemory, limit: Option<i64>, swap: Option
     let swap_first = match (limit, swap) {
         (Some(l), Some(s)) => {
             if s != -1 && l != -1 && s < l {
-                return Err(Error::invalid(format!("{F}.swap"), s, format!("memory+swap limit is below the memory limit {l}")));
+                return Err(Error::invalid(
+                    format!("{F}.swap"),
+                    s,
+                    format!("memory+swap limit is below the memory limit {l}"),
+                ));
             }
-            let cur = fs::read(&format!("{F}.limit"), &loc.dir.join("memory.limit_in_bytes"))?;
+            let cur = fs::read(
+                &format!("{F}.limit"),
+                &loc.dir.join("memory.limit_in_bytes"),
+            )?;
             let cur: u64 = cur.parse().unwrap_or(u64::MAX);
             s == -1 || cur < s as u64
         }
@@ -105,25 +151,62 @@ fn v1(p: &mut Plan, loc: &Loc, m: &LinuxMemory, limit: Option<i64>, swap: Option
         push_swap(p);
     }
     if let Some(r) = reservation {
-        p.push(&format!("{F}.reservation"), loc, "memory.soft_limit_in_bytes", r, When::Always);
+        p.push(
+            &format!("{F}.reservation"),
+            loc,
+            "memory.soft_limit_in_bytes",
+            r,
+            When::Always,
+        );
     }
     if let Some(k) = m.kernel() {
         // Deprecated and gone from newer kernels; runc ignores a missing file too.
-        p.push(&format!("{F}.kernel"), loc, "memory.kmem.limit_in_bytes", k, When::IfExists);
+        p.push(
+            &format!("{F}.kernel"),
+            loc,
+            "memory.kmem.limit_in_bytes",
+            k,
+            When::IfExists,
+        );
     }
     if let Some(k) = m.kernel_tcp() {
-        p.push(&format!("{F}.kernelTCP"), loc, "memory.kmem.tcp.limit_in_bytes", k, When::Always);
+        p.push(
+            &format!("{F}.kernelTCP"),
+            loc,
+            "memory.kmem.tcp.limit_in_bytes",
+            k,
+            When::Always,
+        );
     }
     if let Some(s) = m.swappiness() {
-        p.push(&format!("{F}.swappiness"), loc, "memory.swappiness", s, When::Always);
+        p.push(
+            &format!("{F}.swappiness"),
+            loc,
+            "memory.swappiness",
+            s,
+            When::Always,
+        );
     }
     if let Some(d) = m.disable_oom_killer() {
-        p.push(&format!("{F}.disableOOMKiller"), loc, "memory.oom_control", u8::from(d), When::Always);
+        p.push(
+            &format!("{F}.disableOOMKiller"),
+            loc,
+            "memory.oom_control",
+            u8::from(d),
+            When::Always,
+        );
     }
     Ok(())
 }
 
-fn v2(p: &mut Plan, loc: &Loc, m: &LinuxMemory, limit: Option<i64>, swap: Option<i64>, reservation: Option<i64>) -> Result<()> {
+fn v2(
+    p: &mut Plan,
+    loc: &Loc,
+    m: &LinuxMemory,
+    limit: Option<i64>,
+    swap: Option<i64>,
+    reservation: Option<i64>,
+) -> Result<()> {
     let v2swap = swap_to_v2(swap.unwrap_or(0), limit.unwrap_or(0))
         .map_err(|reason| Error::invalid(format!("{F}.swap"), swap.unwrap_or(0), reason))?;
     // swap == limit converts to 0: no swap at all.
@@ -135,14 +218,30 @@ fn v2(p: &mut Plan, loc: &Loc, m: &LinuxMemory, limit: Option<i64>, swap: Option
     if let Some(v) = swap_value {
         // Without swap (no memory.swap.max) "no limit"/"no swap" already hold; anything
         // else must be refused.
-        let when = if v == "max" || v == "0" { When::IfExists } else { When::Always };
+        let when = if v == "max" || v == "0" {
+            When::IfExists
+        } else {
+            When::Always
+        };
         p.push(&format!("{F}.swap"), loc, "memory.swap.max", v, when);
     }
     if let Some(l) = limit {
-        p.push(&format!("{F}.limit"), loc, "memory.max", text(l, true), When::Always);
+        p.push(
+            &format!("{F}.limit"),
+            loc,
+            "memory.max",
+            text(l, true),
+            When::Always,
+        );
     }
     if let Some(r) = reservation {
-        p.push(&format!("{F}.reservation"), loc, "memory.low", text(r, true), When::Always);
+        p.push(
+            &format!("{F}.reservation"),
+            loc,
+            "memory.low",
+            text(r, true),
+            When::Always,
+        );
     }
     for (name, set) in [
         ("kernel", m.kernel().is_some()),

@@ -8,7 +8,11 @@ use std::collections::HashMap;
 pub(super) fn pids(p: &mut Plan, pids: &LinuxPids) -> Result<()> {
     let field = "linux.resources.pids.limit";
     let loc = p.require(field, "pids")?;
-    let value = if pids.limit() > 0 { pids.limit().to_string() } else { "max".into() };
+    let value = if pids.limit() > 0 {
+        pids.limit().to_string()
+    } else {
+        "max".into()
+    };
     p.push(field, &loc, "pids.max", value, When::Always);
     Ok(())
 }
@@ -17,7 +21,9 @@ pub(super) fn pids(p: &mut Plan, pids: &LinuxPids) -> Result<()> {
 fn valid_page_size(s: &str) -> bool {
     let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
     let unit = &s[digits.len()..];
-    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) && ["KB", "MB", "GB", "TB", "PB"].contains(&unit)
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && ["KB", "MB", "GB", "TB", "PB"].contains(&unit)
 }
 
 pub(super) fn hugetlb(p: &mut Plan, limits: &[LinuxHugepageLimit]) -> Result<()> {
@@ -29,15 +35,41 @@ pub(super) fn hugetlb(p: &mut Plan, limits: &[LinuxHugepageLimit]) -> Result<()>
         let size = l.page_size();
         let field = format!("linux.resources.hugepageLimits[{size}]");
         if !valid_page_size(size) {
-            return Err(Error::invalid(field, size, "page size must look like 2MB or 1GB"));
+            return Err(Error::invalid(
+                field,
+                size,
+                "page size must look like 2MB or 1GB",
+            ));
         }
         match loc.version {
-            Version::V1 => p.push(&field, &loc, &format!("hugetlb.{size}.limit_in_bytes"), l.limit(), When::Always),
+            Version::V1 => p.push(
+                &field,
+                &loc,
+                &format!("hugetlb.{size}.limit_in_bytes"),
+                l.limit(),
+                When::Always,
+            ),
             Version::V2 => {
-                let v = if l.limit() < 0 { "max".to_string() } else { l.limit().to_string() };
-                p.push(&field, &loc, &format!("hugetlb.{size}.max"), &v, When::Always);
+                let v = if l.limit() < 0 {
+                    "max".to_string()
+                } else {
+                    l.limit().to_string()
+                };
+                p.push(
+                    &field,
+                    &loc,
+                    &format!("hugetlb.{size}.max"),
+                    &v,
+                    When::Always,
+                );
                 // Reservations are accounted separately since 5.7; limit them alike (runc does).
-                p.push(&field, &loc, &format!("hugetlb.{size}.rsvd.max"), v, When::IfExists);
+                p.push(
+                    &field,
+                    &loc,
+                    &format!("hugetlb.{size}.rsvd.max"),
+                    v,
+                    When::IfExists,
+                );
             }
         }
     }
@@ -57,9 +89,19 @@ pub(super) fn network(p: &mut Plan, n: &LinuxNetwork) -> Result<()> {
         let loc = p.require(field, "net_prio")?;
         for prio in prios {
             if prio.name().is_empty() || prio.name().contains(char::is_whitespace) {
-                return Err(Error::invalid(field, prio.name(), "interface name must be non-empty without blanks"));
+                return Err(Error::invalid(
+                    field,
+                    prio.name(),
+                    "interface name must be non-empty without blanks",
+                ));
             }
-            p.push(field, &loc, "net_prio.ifpriomap", format!("{} {}", prio.name(), prio.priority()), When::Always);
+            p.push(
+                field,
+                &loc,
+                "net_prio.ifpriomap",
+                format!("{} {}", prio.name(), prio.priority()),
+                When::Always,
+            );
         }
     }
     Ok(())
@@ -97,15 +139,23 @@ pub(super) fn unified(p: &mut Plan, map: &HashMap<String, String>) -> Result<()>
         return Ok(());
     }
     let Some(dir) = p.unified_dir().map(|d| d.to_path_buf()) else {
-        return Err(Error::unsupported("linux.resources.unified", "this host has no cgroup v2 hierarchy (legacy cgroup v1)"));
+        return Err(Error::unsupported(
+            "linux.resources.unified",
+            "this host has no cgroup v2 hierarchy (legacy cgroup v1)",
+        ));
     };
     let mut keys: Vec<_> = map.iter().collect();
     keys.sort_by(|a, b| a.0.cmp(b.0));
     for (key, value) in keys {
         let field = format!("linux.resources.unified[{key:?}]");
-        let well_formed = !key.contains('/') && key.contains('.') && !key.starts_with('.') && !key.ends_with('.');
+        let well_formed =
+            !key.contains('/') && key.contains('.') && !key.starts_with('.') && !key.ends_with('.');
         if !well_formed || NOT_RESOURCES.contains(&key.as_str()) {
-            return Err(Error::invalid(field, key, "not a cgroup v2 resource file name"));
+            return Err(Error::invalid(
+                field,
+                key,
+                "not a cgroup v2 resource file name",
+            ));
         }
         let path = dir.join(key);
         if !path.exists() {
@@ -124,7 +174,10 @@ pub(super) fn unified(p: &mut Plan, map: &HashMap<String, String>) -> Result<()>
             };
             return Err(Error::invalid(field, value, reason));
         }
-        let loc = super::Loc { version: Version::V2, dir: dir.clone() };
+        let loc = super::Loc {
+            version: Version::V2,
+            dir: dir.clone(),
+        };
         let lines: Vec<&str> = value.lines().filter(|l| !l.trim().is_empty()).collect();
         if lines.is_empty() {
             p.push(&field, &loc, key, value, When::Always);

@@ -46,9 +46,9 @@ use oci_spec::runtime::LinuxResources;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+pub use blkio::blkio_weight_to_io_weight;
 pub use cpu::{parse_cpu_list, shares_to_weight};
 pub use memory::swap_to_v2;
-pub use blkio::blkio_weight_to_io_weight;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Version {
@@ -95,13 +95,20 @@ impl<'a> Plan<'a> {
             let file = u.path.join("cgroup.controllers");
             // Hybrid: the unified dir is optional for resources; pure v2: it must exist.
             if mgr.mode == CgroupMode::Unified || file.exists() {
-                unified_controllers = crate::fs::read("linux.resources (cgroup.controllers; was create() called?)", &file)?
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect();
+                unified_controllers = crate::fs::read(
+                    "linux.resources (cgroup.controllers; was create() called?)",
+                    &file,
+                )?
+                .split_whitespace()
+                .map(String::from)
+                .collect();
             }
         }
-        Ok(Plan { mgr, unified_controllers, steps: Vec::new() })
+        Ok(Plan {
+            mgr,
+            unified_controllers,
+            steps: Vec::new(),
+        })
     }
 
     pub fn mode(&self) -> CgroupMode {
@@ -113,13 +120,17 @@ impl<'a> Plan<'a> {
     pub fn locate(&self, controller: &str) -> Option<Loc> {
         if self.mgr.mode != CgroupMode::Unified {
             if let Some(d) = self.mgr.v1.get(controller) {
-                return Some(Loc { version: Version::V1, dir: d.path.clone() });
+                return Some(Loc {
+                    version: Version::V1,
+                    dir: d.path.clone(),
+                });
             }
         }
         let u = self.mgr.unified.as_ref()?;
-        self.unified_controllers
-            .contains(controller)
-            .then(|| Loc { version: Version::V2, dir: u.path.clone() })
+        self.unified_controllers.contains(controller).then(|| Loc {
+            version: Version::V2,
+            dir: u.path.clone(),
+        })
     }
 
     /// Like [`Plan::locate`] but an error naming `field` when no hierarchy serves it.
@@ -131,7 +142,8 @@ impl<'a> Plan<'a> {
                     self.unified_dir().map(|d| d.display().to_string()).unwrap_or_default()
                 ),
                 CgroupMode::Hybrid => format!(
-                    "controller {controller:?} is neither mounted as cgroup v1 nor enabled in the cgroup2 directory {}",
+                    "controller {controller:?} is neither mounted as cgroup v1 nor enabled in the cgroup2 directory {} \
+                     (the host must delegate it in the cgroup2 root's cgroup.subtree_control; host-owned cgroups are never written)",
                     self.unified_dir().map(|d| d.display().to_string()).unwrap_or_default()
                 ),
                 CgroupMode::Legacy => format!("controller {controller:?} is not mounted"),
@@ -190,21 +202,85 @@ pub(crate) fn apply(mgr: &Manager, res: &LinuxResources) -> Result<()> {
         if s.path.exists() {
             steps.push(s);
         } else if s.when == When::IfExists {
-            log::info!("{}: {} does not exist on this host; not set", s.field, s.path.display());
+            log::info!(
+                "{}: {} does not exist on this host; not set",
+                s.field,
+                s.path.display()
+            );
         } else {
-            return Err(Error::unsupported(&s.field, format!("{} does not exist", s.path.display())));
+            return Err(Error::unsupported(
+                &s.field,
+                format!("{} does not exist", s.path.display()),
+            ));
         }
     }
     for s in steps {
         match crate::fs::write_raw(&s.path, &s.value) {
             Ok(()) => log::debug!("{}: wrote {:?} to {}", s.field, s.value, s.path.display()),
             Err(e) if s.when == When::TolerateEinval && e.raw_os_error() == Some(libc::EINVAL) => {
-                log::debug!("{}: {} refused {:?} for now, retried later", s.field, s.path.display(), s.value)
+                log::debug!(
+                    "{}: {} refused {:?} for now, retried later",
+                    s.field,
+                    s.path.display(),
+                    s.value
+                )
             }
             Err(source) => {
-                return Err(Error::Write { field: s.field, path: s.path, value: s.value, source });
+                return Err(Error::Write {
+                    field: s.field,
+                    path: s.path,
+                    value: s.value,
+                    source,
+                });
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn dir(mount: &str, rel: &str) -> Dir {
+        Dir {
+            mount: PathBuf::from(mount),
+            path: Path::new(mount).join(rel),
+        }
+    }
+
+    /// A hybrid host whose cgroup2 tree has hugetlb enabled (not the dev VM's case, whose
+    /// unified root delegates nothing): hugetlb goes to the unified dir with v2 file names,
+    /// memory stays v1.
+    #[test]
+    fn hybrid_routes_controllers_missing_in_v1_to_the_unified_dir() {
+        let mgr = Manager {
+            mode: CgroupMode::Hybrid,
+            cgroups_path: "/c".into(),
+            v1: BTreeMap::from([("memory".to_string(), dir("/sys/fs/cgroup/memory", "c"))]),
+            unified: Some(dir("/sys/fs/cgroup/unified", "c")),
+        };
+        let mut plan = Plan {
+            mgr: &mgr,
+            unified_controllers: BTreeSet::from(["hugetlb".to_string()]),
+            steps: Vec::new(),
+        };
+        assert_eq!(plan.locate("memory").unwrap().version, Version::V1);
+        assert_eq!(plan.locate("hugetlb").unwrap().version, Version::V2);
+        assert!(plan.locate("pids").is_none());
+        let limits: Vec<oci_spec::runtime::LinuxHugepageLimit> =
+            serde_json::from_str(r#"[{"pageSize": "2MB", "limit": 4194304}]"#).unwrap();
+        misc::hugetlb(&mut plan, &limits).unwrap();
+        assert_eq!(
+            plan.steps[0].path,
+            Path::new("/sys/fs/cgroup/unified/c/hugetlb.2MB.max")
+        );
+        assert_eq!(plan.steps[0].value, "4194304");
+        assert_eq!(plan.steps[1].when, When::IfExists); // .rsvd.max
+        let e = plan
+            .require("linux.resources.pids.limit", "pids")
+            .unwrap_err();
+        assert_eq!(e.field(), Some("linux.resources.pids.limit"));
+    }
 }

@@ -43,10 +43,19 @@ impl TestCg {
     /// Builds the managers (nothing created yet).
     pub fn new(name: &str) -> TestCg {
         init_log();
-        let parent_path = format!("/cgroups-test-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let parent_path = format!(
+            "/cgroups-test-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         let parent = Manager::new(Some(&parent_path), "unused").expect("parent manager");
         let mgr = Manager::new(Some(&format!("{parent_path}/{name}")), "unused").expect("manager");
-        TestCg { mode: detect_mode(), parent, mgr, children: Vec::new() }
+        TestCg {
+            mode: detect_mode(),
+            parent,
+            mgr,
+            children: Vec::new(),
+        }
     }
 
     /// Builds and creates the container cgroup.
@@ -64,7 +73,10 @@ impl TestCg {
     pub fn dir(&self, controller: &str) -> PathBuf {
         let paths = self.mgr.paths();
         let key = if self.v2() { "unified" } else { controller };
-        paths.get(key).unwrap_or_else(|| panic!("no {key} in {paths:?}")).clone()
+        paths
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in {paths:?}"))
+            .clone()
     }
 
     pub fn read(&self, controller: &str, file: &str) -> String {
@@ -113,20 +125,31 @@ impl TestCg {
     pub fn run_in(&mut self, cmd: &mut Command) -> Output {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let pid = self.spawn_in(cmd);
-        let idx = self.children.iter().position(|c| c.id() as i32 == pid).unwrap();
+        let idx = self
+            .children
+            .iter()
+            .position(|c| c.id() as i32 == pid)
+            .unwrap();
         self.children.remove(idx).wait_with_output().expect("wait")
     }
 
     /// Waits for a spawned child to exit (with a deadline; panics after it).
     pub fn wait(&mut self, pid: i32, timeout: Duration) -> ExitStatus {
-        let idx = self.children.iter().position(|c| c.id() as i32 == pid).expect("not our child");
+        let idx = self
+            .children
+            .iter()
+            .position(|c| c.id() as i32 == pid)
+            .expect("not our child");
+        let mut child = self.children.remove(idx);
         let start = Instant::now();
         loop {
-            if let Some(st) = self.children[idx].try_wait().expect("try_wait") {
-                self.children.remove(idx);
+            if let Some(st) = child.try_wait().expect("try_wait") {
                 return st;
             }
-            assert!(start.elapsed() < timeout, "pid {pid} still running after {timeout:?}");
+            if start.elapsed() > timeout {
+                self.children.push(child); // killed and reaped by the guard
+                panic!("pid {pid} still running after {timeout:?}");
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -135,7 +158,11 @@ impl TestCg {
     pub fn wait_empty(&self, timeout: Duration) {
         let start = Instant::now();
         while !self.mgr.pids().unwrap_or_default().is_empty() {
-            assert!(start.elapsed() < timeout, "cgroup still has {:?}", self.mgr.pids());
+            assert!(
+                start.elapsed() < timeout,
+                "cgroup still has {:?}",
+                self.mgr.pids()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -155,7 +182,9 @@ impl Drop for TestCg {
             // Grandchildren (e.g. background sleeps of a shell) that we do not hold.
             let _ = self.parent.kill_all(libc::SIGKILL);
             let start = Instant::now();
-            while !self.parent.pids().unwrap_or_default().is_empty() && start.elapsed() < Duration::from_secs(5) {
+            while !self.parent.pids().unwrap_or_default().is_empty()
+                && start.elapsed() < Duration::from_secs(5)
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if let Err(e) = self.parent.delete() {
@@ -216,9 +245,16 @@ pub fn utime(pid: i32) -> u64 {
 
 /// The python3 to grow memory with, if there is one.
 pub fn python3() -> Option<PathBuf> {
-    ["/usr/bin/python3", "/usr/local/bin/python3"].iter().map(PathBuf::from).find(|p| p.exists()).or_else(|| {
-        let out = Command::new("sh").args(["-c", "command -v python3"]).output().ok()?;
-        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        (!p.is_empty()).then(|| PathBuf::from(p))
-    })
+    ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            let out = Command::new("sh")
+                .args(["-c", "command -v python3"])
+                .output()
+                .ok()?;
+            let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (!p.is_empty()).then(|| PathBuf::from(p))
+        })
 }

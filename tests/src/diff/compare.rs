@@ -44,8 +44,16 @@ impl Placeholders {
 /// * mount ids, device numbers, peer-group numbers and host source paths
 ///   in mountinfo (dropped by the parser, see `script::parse_mountinfo`);
 /// * the state JSON's `pid` (-> `>0`), `created` timestamp and `ociVersion`
-///   (-> their JSON type), done by the runner when it records them.
-pub fn normalise(raw: &Observations, ph: &Placeholders, host_ns: &BTreeMap<String, String>) -> Observations {
+///   (-> their JSON type), done by the runner when it records them;
+/// * `devices.list` lines are sorted (an unordered set; the kernel keeps
+///   insertion order), done by the runner;
+/// * masked-path probes report a file's content as empty/non-empty, not its
+///   size (unmasked /proc files change size between runs), done by the script.
+pub fn normalise(
+    raw: &Observations,
+    ph: &Placeholders,
+    host_ns: &BTreeMap<String, String>,
+) -> Observations {
     let mut out = Observations::new();
     for (k, v) in raw {
         let k = ph.apply(k);
@@ -102,8 +110,16 @@ pub fn ran(obs: &Observations) -> bool {
 }
 
 /// Compare two normalised runs of `case`.
-pub fn compare(case: &Case, reference: &Observations, test: &Observations, test_desc: &str) -> CaseOutcome {
-    let mut o = CaseOutcome { name: case.name.to_string(), ..Default::default() };
+pub fn compare(
+    case: &Case,
+    reference: &Observations,
+    test: &Observations,
+    test_desc: &str,
+) -> CaseOutcome {
+    let mut o = CaseOutcome {
+        name: case.name.to_string(),
+        ..Default::default()
+    };
     // The case must really exercise something: the reference runtime has to
     // either run the script to the end marker or (expect_fail) refuse.
     if case.expect_fail {
@@ -113,7 +129,10 @@ pub fn compare(case: &Case, reference: &Observations, test: &Observations, test_
                 reference.get("host.outcome")
             ));
         }
-    } else if !ran(reference) || !reference.contains_key("marker.begin") || !reference.contains_key("marker.end") {
+    } else if !ran(reference)
+        || !reference.contains_key("marker.begin")
+        || !reference.contains_key("marker.end")
+    {
         o.errors.push(format!(
             "the reference runtime did not run the case to its end (host.outcome = {:?}); the case is broken on this host",
             reference.get("host.outcome")
@@ -126,7 +145,11 @@ pub fn compare(case: &Case, reference: &Observations, test: &Observations, test_
         if r == t {
             continue;
         }
-        let d = KeyDiff { key: k.clone(), reference: r.cloned(), test: t.cloned() };
+        let d = KeyDiff {
+            key: k.clone(),
+            reference: r.cloned(),
+            test: t.cloned(),
+        };
         match find_known(case.known, test_desc, k) {
             Some(note) => o.known.push((d, note)),
             None => o.diffs.push(d),
@@ -182,14 +205,25 @@ pub fn render(outcomes: &[CaseOutcome], reference_desc: &str, test_desc: &str) -
     );
     for o in outcomes {
         if !o.known.is_empty() {
-            let _ = writeln!(s, "\ncase `{}`: {} known difference(s):", o.name, o.known.len());
+            let _ = writeln!(
+                s,
+                "\ncase `{}`: {} known difference(s):",
+                o.name,
+                o.known.len()
+            );
             for (d, note) in &o.known {
                 let _ = writeln!(s, "  {} ({note})", d.key);
             }
         }
     }
     for o in &failing {
-        let _ = writeln!(s, "\n=== case `{}`: {} differing key(s) of {}", o.name, o.diffs.len(), o.keys);
+        let _ = writeln!(
+            s,
+            "\n=== case `{}`: {} differing key(s) of {}",
+            o.name,
+            o.diffs.len(),
+            o.keys
+        );
         for e in &o.errors {
             let _ = writeln!(s, "  CASE ERROR: {e}");
         }
@@ -199,12 +233,28 @@ pub fn render(outcomes: &[CaseOutcome], reference_desc: &str, test_desc: &str) -
             let _ = writeln!(s, "    test:      {}", indent_value(&d.test));
         }
         if !o.errors.is_empty() || o.diffs.iter().any(|d| d.key.starts_with("host.")) {
-            let _ = writeln!(s, "  --- reference runtime log (tail) ---\n{}", tail(&o.reference_log, 2000));
-            let _ = writeln!(s, "  --- test runtime log (tail) ---\n{}", tail(&o.test_log, 2000));
+            let _ = writeln!(
+                s,
+                "  --- reference runtime log (tail) ---\n{}",
+                tail(&o.reference_log, 2000)
+            );
+            let _ = writeln!(
+                s,
+                "  --- test runtime log (tail) ---\n{}",
+                tail(&o.test_log, 2000)
+            );
         }
     }
     if !failing.is_empty() {
-        let _ = writeln!(s, "\nfailing cases: {}", failing.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            s,
+            "\nfailing cases: {}",
+            failing
+                .iter()
+                .map(|o| o.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
     s
 }
@@ -218,6 +268,9 @@ mod tests {
         let mut p = Placeholders::default();
         p.add("/cg", "<CGPARENT>");
         p.add("/cg/ref-x", "<CGROUP>");
-        assert_eq!(p.apply("root=/cg/ref-x/y and /cg"), "root=<CGROUP>/y and <CGPARENT>");
+        assert_eq!(
+            p.apply("root=/cg/ref-x/y and /cg"),
+            "root=<CGROUP>/y and <CGPARENT>"
+        );
     }
 }

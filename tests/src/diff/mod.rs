@@ -15,8 +15,18 @@
 //! start              -> host: state (the script blocks on stdin: "running")
 //! write "go" to stdin -> container prints its observations and exits
 //! wait for the init  -> host: exit status (the harness is a child subreaper)
-//! state, delete      -> host: status "stopped", nothing left behind
+//! state, delete      -> host: status "stopped", nothing left behind (no
+//!                       state, empty --root, no cgroup dir in any
+//!                       hierarchy, no orphan process), hook log
 //! ```
+//!
+//! A case expected to fail (`expect_fail`) goes through the same steps as
+//! far as the runtime lets it; `host.outcome` records where it stopped
+//! ("create failed", "start failed", ...) and the leftover checks still run.
+//! The reference run of every case is checked first: a normal case must run
+//! its script to the end marker, a failing case must not run it, otherwise
+//! the case itself is reported as broken (so two runtimes failing the same
+//! way never count as a pass).
 //!
 //! Both runs produce a flat `key -> value` map of [`Observations`]; the two
 //! maps are [`compare`]d key by key after minimal, principled normalisation
@@ -73,8 +83,10 @@ pub enum Obs {
     Uts,
     /// `/proc/self/limits`, one key per limit: `soft hard [units]`.
     Limits,
-    /// For each path: kind (file/dir/missing/other), whether reading it
-    /// works, how many bytes (files, up to 4096) or entries (dirs) it shows.
+    /// For each path: kind (file/chardev/dir/missing/other), whether reading
+    /// it works, whether a file's content is empty (a masked file reads as
+    /// /dev/null; exact sizes of unmasked /proc files change from run to
+    /// run), how many entries a directory shows.
     Masked(&'static [&'static str]),
     /// Values of the given sysctls (dotted names) read from `/proc/sys`.
     Sysctl(&'static [&'static str]),
@@ -169,7 +181,14 @@ pub struct Case {
 impl Case {
     /// A case expected to run to completion under the reference runtime.
     pub fn new(name: &'static str, script: &'static [Obs], mutate: fn(&mut Value)) -> Case {
-        Case { name, mutate, script, expect_fail: false, cgroup_files: &[], known: &[] }
+        Case {
+            name,
+            mutate,
+            script,
+            expect_fail: false,
+            cgroup_files: &[],
+            known: &[],
+        }
     }
 
     /// The reference runtime is expected to refuse this spec.

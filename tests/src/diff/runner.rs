@@ -37,17 +37,28 @@ impl Runtime {
             let first = setting.split_whitespace().next().unwrap_or("sh");
             Runtime {
                 desc: setting.to_string(),
-                argv: vec!["sh".into(), "-c".into(), format!("{setting} \"$@\"").into(), "diff-runtime".into()],
+                argv: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    format!("{setting} \"$@\"").into(),
+                    "diff-runtime".into(),
+                ],
                 program: PathBuf::from(first),
             }
         } else {
-            Runtime { desc: setting.to_string(), argv: vec![setting.into()], program: PathBuf::from(setting) }
+            Runtime {
+                desc: setting.to_string(),
+                argv: vec![setting.into()],
+                program: PathBuf::from(setting),
+            }
         }
     }
 
     /// `$DIFF_REFERENCE`, default `/usr/sbin/runc`.
     pub fn reference() -> Runtime {
-        Runtime::from_setting(&std::env::var("DIFF_REFERENCE").unwrap_or_else(|_| "/usr/sbin/runc".into()))
+        Runtime::from_setting(
+            &std::env::var("DIFF_REFERENCE").unwrap_or_else(|_| "/usr/sbin/runc".into()),
+        )
     }
 
     /// `$DIFF_RUNTIME`, default the runc-rs binary cargo built.
@@ -146,7 +157,10 @@ impl Run<'_> {
     /// a runtime may leave children holding them) and a timeout.
     fn rt(&mut self, args: &[&str], timeout: Duration) -> CmdResult {
         self.n += 1;
-        let (out_p, err_p) = (self.work.join(format!("{}.out", self.n)), self.work.join(format!("{}.err", self.n)));
+        let (out_p, err_p) = (
+            self.work.join(format!("{}.out", self.n)),
+            self.work.join(format!("{}.err", self.n)),
+        );
         let mut c = self.rt.command(&self.root);
         c.args(args).current_dir(&self.bundle).stdin(Stdio::null());
         let res = match (fs::File::create(&out_p), fs::File::create(&err_p)) {
@@ -159,11 +173,25 @@ impl Run<'_> {
                         stderr: fs::read_to_string(&err_p).unwrap_or_default(),
                     }
                 }
-                Err(e) => CmdResult { status: None, stdout: String::new(), stderr: format!("spawn: {e}") },
+                Err(e) => CmdResult {
+                    status: None,
+                    stdout: String::new(),
+                    stderr: format!("spawn: {e}"),
+                },
             },
-            _ => CmdResult { status: None, stdout: String::new(), stderr: "cannot create log files".into() },
+            _ => CmdResult {
+                status: None,
+                stdout: String::new(),
+                stderr: "cannot create log files".into(),
+            },
         };
-        let _ = writeln!(self.log, "$ {} {}: {}", self.rt.desc, args.join(" "), res.describe());
+        let _ = writeln!(
+            self.log,
+            "$ {} {}: {}",
+            self.rt.desc,
+            args.join(" "),
+            res.describe()
+        );
         if !res.stderr.trim().is_empty() {
             let _ = writeln!(self.log, "  stderr: {}", res.stderr.trim());
         }
@@ -185,7 +213,10 @@ impl Drop for ContainerGuard<'_> {
     fn drop(&mut self) {
         if !self.deleted {
             let mut c = self.rt.command(&self.root);
-            c.args(["delete", "-f", &self.id]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+            c.args(["delete", "-f", &self.id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             if let Ok(mut child) = c.spawn() {
                 wait_timeout(&mut child, T_SHORT);
             }
@@ -193,6 +224,7 @@ impl Drop for ContainerGuard<'_> {
         for d in &self.cgroup_dirs {
             remove_cgroup_tree(d);
         }
+        kill_children(&live_children());
     }
 }
 
@@ -216,7 +248,10 @@ pub fn remove_cgroup_tree(dir: &Path) {
         if attempt == 0 || attempt % 20 == 10 {
             // A frozen process cannot die: thaw first (freezer hierarchy).
             let _ = fs::write(dir.join("freezer.state"), "THAWED");
-            for pid in fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().split_whitespace() {
+            for pid in fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .split_whitespace()
+            {
                 if let Ok(pid) = pid.parse::<i32>() {
                     if pid > 1 {
                         unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -227,7 +262,10 @@ pub fn remove_cgroup_tree(dir: &Path) {
         reap_zombies();
         std::thread::sleep(Duration::from_millis(20));
     }
-    eprintln!("differential: WARNING: could not remove cgroup {}", dir.display());
+    eprintln!(
+        "differential: WARNING: could not remove cgroup {}",
+        dir.display()
+    );
 }
 
 /// Reap every exited child (orphans reparented to us as subreaper).
@@ -265,7 +303,10 @@ fn host_namespaces() -> BTreeMap<String, String> {
     if let Ok(rd) = fs::read_dir("/proc/self/ns") {
         for e in rd.flatten() {
             if let Ok(l) = fs::read_link(e.path()) {
-                m.insert(e.file_name().to_string_lossy().into_owned(), l.to_string_lossy().into_owned());
+                m.insert(
+                    e.file_name().to_string_lossy().into_owned(),
+                    l.to_string_lossy().into_owned(),
+                );
             }
         }
     }
@@ -317,7 +358,10 @@ fn record_state(obs: &mut Observations, phase: &str, res: &CmdResult) -> Option<
         obs.insert(p, format!("not an object: {}", json_type(&v)));
         return None;
     };
-    let keys: Vec<String> = o.iter().map(|(k, v)| format!("{k}:{}", json_type(v))).collect();
+    let keys: Vec<String> = o
+        .iter()
+        .map(|(k, v)| format!("{k}:{}", json_type(v)))
+        .collect();
     obs.insert(format!("{p}.keys"), keys.join(","));
     for (k, v) in o {
         let shown = match (k.as_str(), v) {
@@ -339,7 +383,11 @@ fn record_state(obs: &mut Observations, phase: &str, res: &CmdResult) -> Option<
         };
         obs.insert(format!("{p}.{k}"), shown);
     }
-    v.get("pid").and_then(Value::as_i64).map(|p| p as i32)
+    // Only a real pid: 0 or negative must never reach waitpid/kill.
+    v.get("pid")
+        .and_then(Value::as_i64)
+        .filter(|&p| p > 0 && p <= i32::MAX as i64)
+        .map(|p| p as i32)
 }
 
 enum Exit {
@@ -351,6 +399,9 @@ enum Exit {
 /// Wait for the container's init (our child: we are a subreaper and the
 /// runtime's create process exited).
 fn wait_init(pid: i32, timeout: Duration) -> Exit {
+    if pid <= 0 {
+        return Exit::NotChild;
+    }
     let start = Instant::now();
     loop {
         let mut st = 0;
@@ -378,8 +429,90 @@ fn describe_wait_status(st: i32) -> String {
     }
 }
 
-fn squash_file(s: &str) -> String {
-    s.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("; ")
+/// A cgroup file's content on one line (`; ` between lines). Files whose
+/// lines form an unordered set (`devices.list`: the kernel keeps exceptions
+/// in insertion order, which has no effect on access checks) are sorted.
+fn cgroup_file_value(file: &str, s: &str) -> String {
+    let mut lines: Vec<String> = s
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    if file == "devices.list" {
+        lines.sort();
+    }
+    lines.join("; ")
+}
+
+/// Live (non-zombie) processes whose parent is this process: container
+/// processes orphaned by a runtime and reparented to us (we are a child
+/// subreaper). Called when no `Child` of ours is running.
+fn live_children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let mut v = Vec::new();
+    let Ok(rd) = fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ..." - comm may contain spaces and parens.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let (state, ppid) = (
+            f.next().unwrap_or(""),
+            f.next().and_then(|p| p.parse::<i32>().ok()),
+        );
+        if ppid == Some(me) && state != "Z" && state != "X" {
+            v.push(pid);
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Kill (by pid) and reap leftover children of ours.
+fn kill_children(pids: &[i32]) {
+    for &pid in pids {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    for &pid in pids {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            if r != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Remove `runc-rs-diff-<pid>` cgroup trees left by an earlier run of this
+/// harness that was killed before its guards ran (its pid no longer exists;
+/// trees of a live harness, e.g. a concurrent run, are left alone).
+fn sweep_stale_cgroups(hierarchies: &[PathBuf]) {
+    for h in hierarchies {
+        let Ok(rd) = fs::read_dir(h) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix("runc-rs-diff-")
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+                eprintln!("differential: removing stale cgroup {}", e.path().display());
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
 }
 
 /// Suite-wide facts.
@@ -405,7 +538,12 @@ impl Drop for SuiteGuard {
 }
 
 /// One run: returns raw observations, the placeholders for them, the log.
-fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observations, Placeholders, String) {
+fn run_one(
+    case: &Case,
+    rt: &Runtime,
+    label: &str,
+    suite: &Suite,
+) -> (Observations, Placeholders, String) {
     let mut obs = Observations::new();
     let mut ph = Placeholders::default();
     let mut bundle = match testdata::Bundle::new() {
@@ -426,7 +564,11 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
     let cgpath = format!("{}/{}-{}", suite.cgroup_parent, label, case.name);
     let id = format!("diff-{}", case.name);
     let bundle_dir = bundle.dir.clone();
-    for (p, name) in [(&bundle_dir, "<BUNDLE>"), (&root_dir.path().to_path_buf(), "<ROOT>"), (&work_dir.path().to_path_buf(), "<WORK>")] {
+    for (p, name) in [
+        (&bundle_dir, "<BUNDLE>"),
+        (&root_dir.path().to_path_buf(), "<ROOT>"),
+        (&work_dir.path().to_path_buf(), "<WORK>"),
+    ] {
         ph.add(p.to_string_lossy(), name);
         if let Ok(c) = fs::canonicalize(p) {
             ph.add(c.to_string_lossy(), name);
@@ -450,7 +592,10 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
         ],
     );
     if let Err(e) = bundle.write_spec() {
-        obs.insert("host.outcome".into(), format!("harness error: write spec: {e}"));
+        obs.insert(
+            "host.outcome".into(),
+            format!("harness error: write spec: {e}"),
+        );
         return (obs, ph, String::new());
     }
 
@@ -466,18 +611,29 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
         rt,
         root: run.root.clone(),
         id: id.clone(),
-        cgroup_dirs: suite.hierarchies.iter().map(|h| h.join(cgpath.trim_start_matches('/'))).collect(),
+        cgroup_dirs: suite
+            .hierarchies
+            .iter()
+            .map(|h| h.join(cgpath.trim_start_matches('/')))
+            .collect(),
         deleted: false,
     };
 
     // create, with the container's stdio: stdin a pipe we hold (the script
     // waits on it), stdout/stderr files.
-    let (out_p, err_p, pid_p) =
-        (run.work.join("container.out"), run.work.join("container.err"), run.work.join("pidfile"));
+    let (out_p, err_p, pid_p) = (
+        run.work.join("container.out"),
+        run.work.join("container.err"),
+        run.work.join("pidfile"),
+    );
     let mut stdin: Option<ChildStdin> = None;
     let create_ok = {
         let mut c = rt.command(&run.root);
-        c.args(["create", "--bundle"]).arg(&bundle_dir).arg("--pid-file").arg(&pid_p).arg(&id);
+        c.args(["create", "--bundle"])
+            .arg(&bundle_dir)
+            .arg("--pid-file")
+            .arg(&pid_p)
+            .arg(&id);
         c.current_dir(&bundle_dir).stdin(Stdio::piped());
         let spawned = fs::File::create(&out_p)
             .and_then(|o| Ok((o, fs::File::create(&err_p)?)))
@@ -486,7 +642,11 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
             Ok(mut child) => {
                 stdin = child.stdin.take();
                 let st = wait_timeout(&mut child, T_CREATE);
-                let r = CmdResult { status: st, stdout: String::new(), stderr: String::new() };
+                let r = CmdResult {
+                    status: st,
+                    stdout: String::new(),
+                    stderr: String::new(),
+                };
                 let _ = writeln!(run.log, "$ {} create {id}: {}", rt.desc, r.describe());
                 r.ok()
             }
@@ -496,14 +656,23 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
             }
         }
     };
-    obs.insert("host.create".into(), if create_ok { "ok".into() } else { "failed".into() });
+    obs.insert(
+        "host.create".into(),
+        if create_ok {
+            "ok".into()
+        } else {
+            "failed".into()
+        },
+    );
 
     let mut outcome = "ran";
     if create_ok {
         let st = run.rt(&["state", &id], T_SHORT);
         let pid = record_state(&mut obs, "created", &st);
         // pid file written by create
-        let pf = fs::read_to_string(&pid_p).ok().and_then(|s| s.trim().parse::<i32>().ok());
+        let pf = fs::read_to_string(&pid_p)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
         obs.insert(
             "host.pidfile".into(),
             match (pf, pid) {
@@ -526,28 +695,43 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
                 if let Some(("State", v)) = l.split_once(':') {
                     // Blocked before exec (e.g. "S (sleeping)"); record only the letter class.
                     let letter = v.trim().chars().next().unwrap_or('?');
-                    obs.insert("host.init_alive_after_create".into(), (letter != 'Z').to_string());
+                    obs.insert(
+                        "host.init_alive_after_create".into(),
+                        (letter != 'Z').to_string(),
+                    );
                 }
             }
         }
         for f in case.cgroup_files {
             let (h, file) = f.split_once('/').unwrap_or((f, ""));
-            let p = Path::new("/sys/fs/cgroup").join(h).join(cgpath.trim_start_matches('/')).join(file);
+            let p = Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join(cgpath.trim_start_matches('/'))
+                .join(file);
             let v = match fs::read_to_string(&p) {
-                Ok(s) => squash_file(&s),
+                Ok(s) => cgroup_file_value(file, &s),
                 Err(e) => format!("<unreadable: {}>", e.kind()),
             };
             obs.insert(format!("host.cgroup {f}"), v);
         }
 
         let start = run.rt(&["start", &id], T_SHORT);
-        obs.insert("host.start".into(), if start.ok() { "ok".into() } else { "failed".into() });
+        obs.insert(
+            "host.start".into(),
+            if start.ok() {
+                "ok".into()
+            } else {
+                "failed".into()
+            },
+        );
         if !start.ok() {
             outcome = "start failed";
         }
         let st = run.rt(&["state", &id], T_SHORT);
         let _ = record_state(&mut obs, "started", &st);
-        obs.retain(|k, _| !k.starts_with("host.state.started.") || k == "host.state.started.status");
+        obs.retain(|k, _| {
+            !k.starts_with("host.state.started.") || k == "host.state.started.status"
+        });
 
         // Let the script go on, and close our end so a second read sees EOF.
         if let Some(mut w) = stdin.take() {
@@ -567,7 +751,11 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
                     let st = run.rt(&["state", &id], T_SHORT);
                     let stopped = serde_json::from_str::<Value>(&st.stdout)
                         .ok()
-                        .and_then(|v| v.get("status").and_then(Value::as_str).map(|s| s == "stopped"))
+                        .and_then(|v| {
+                            v.get("status")
+                                .and_then(Value::as_str)
+                                .map(|s| s == "stopped")
+                        })
                         .unwrap_or(true);
                     if stopped || t0.elapsed() > T_EXIT {
                         break;
@@ -587,7 +775,14 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
         obs.retain(|k, _| !k.starts_with("host.state.exited.") || k == "host.state.exited.status");
 
         let del = run.rt(&["delete", &id], T_SHORT);
-        obs.insert("host.delete".into(), if del.ok() { "ok".into() } else { "failed".into() });
+        obs.insert(
+            "host.delete".into(),
+            if del.ok() {
+                "ok".into()
+            } else {
+                "failed".into()
+            },
+        );
         guard.deleted = del.ok();
     } else {
         outcome = "create failed";
@@ -596,9 +791,20 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
 
     // Nothing may be left behind: state, state-root entries, cgroup dirs.
     let st = run.rt(&["state", &id], T_SHORT);
-    obs.insert("host.leftover.state".into(), if st.ok() { "container still known".into() } else { "gone".into() });
+    obs.insert(
+        "host.leftover.state".into(),
+        if st.ok() {
+            "container still known".into()
+        } else {
+            "gone".into()
+        },
+    );
     let mut entries: Vec<String> = fs::read_dir(&run.root)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     entries.sort();
     obs.insert("host.leftover.root".into(), entries.join(","));
@@ -606,9 +812,20 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
         .cgroup_dirs
         .iter()
         .filter(|d| d.exists())
-        .map(|d| d.strip_prefix("/sys/fs/cgroup").unwrap_or(d).to_string_lossy().into_owned())
+        .map(|d| {
+            d.strip_prefix("/sys/fs/cgroup")
+                .unwrap_or(d)
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     obs.insert("host.leftover.cgroup".into(), left.join(","));
+    let orphans = live_children();
+    obs.insert("host.leftover.processes".into(), orphans.len().to_string());
+    if !orphans.is_empty() {
+        let _ = writeln!(run.log, "leftover processes (killed): {orphans:?}");
+        kill_children(&orphans);
+    }
 
     // Hooks write here (see the hook cases).
     if let Ok(h) = fs::read_to_string(bundle_dir.join("hooks.log")) {
@@ -619,7 +836,11 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
     let out = fs::read(&out_p).unwrap_or_default();
     let cobs = script::parse(&out);
     if outcome == "ran" && !(cobs.contains_key("marker.begin") && cobs.contains_key("marker.end")) {
-        outcome = if cobs.contains_key("marker.begin") { "script did not finish" } else { "script did not run" };
+        outcome = if cobs.contains_key("marker.begin") {
+            "script did not finish"
+        } else {
+            "script did not run"
+        };
     }
     obs.extend(cobs);
     obs.insert("host.outcome".into(), outcome.into());
@@ -671,8 +892,13 @@ pub fn run_suite(cases: &[Case], reference: &Runtime, test: &Runtime) -> SuiteRe
         host_ns: host_namespaces(),
         hierarchies,
     };
+    sweep_stale_cgroups(&suite.hierarchies);
     let _suite_guard = SuiteGuard {
-        dirs: suite.hierarchies.iter().map(|h| h.join(suite.cgroup_parent.trim_start_matches('/'))).collect(),
+        dirs: suite
+            .hierarchies
+            .iter()
+            .map(|h| h.join(suite.cgroup_parent.trim_start_matches('/')))
+            .collect(),
     };
     let filter: Vec<String> = std::env::var("DIFF_CASES")
         .unwrap_or_default()
@@ -718,5 +944,9 @@ pub fn run_suite(cases: &[Case], reference: &Runtime, test: &Runtime) -> SuiteRe
         outcomes.push(o);
     }
     let text = compare::render(&outcomes, &reference.desc, &test.desc);
-    SuiteReport { outcomes, text, seconds: t0.elapsed().as_secs_f64() }
+    SuiteReport {
+        outcomes,
+        text,
+        seconds: t0.elapsed().as_secs_f64(),
+    }
 }

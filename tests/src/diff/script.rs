@@ -31,7 +31,11 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 fn section(out: &mut String, name: &str, body: &str) {
-    out.push_str(&format!("echo {}\n{}\necho\necho @@end\n", shell_quote(&format!("@@section {name}")), body));
+    out.push_str(&format!(
+        "echo {}\n{}\necho\necho @@end\n",
+        shell_quote(&format!("@@section {name}")),
+        body
+    ));
 }
 
 /// The script printing `obs` (run as `sh -c SCRIPT`).
@@ -67,7 +71,7 @@ pub fn build(obs: &[Obs]) -> String {
                         "if [ -d {q} ]; then echo kind=dir; echo entries=$($BB ls -A {q} 2>/dev/null | $BB wc -l); \
                          $BB ls -A {q} >/dev/null 2>&1; echo read_rc=$?; \
                          elif [ -f {q} ] || [ -c {q} ]; then [ -f {q} ] && echo kind=file || echo kind=chardev; \
-                         echo bytes=$($BB head -c 4096 {q} 2>/dev/null | $BB wc -c); \
+                         _n=$($BB head -c 1 {q} 2>/dev/null | $BB wc -c); [ \"$_n\" -gt 0 ] && echo content=non-empty || echo content=empty; \
                          $BB head -c 4096 {q} >/dev/null 2>&1; echo read_rc=$?; \
                          elif [ -e {q} ]; then echo kind=other; else echo kind=missing; fi"
                     );
@@ -77,7 +81,11 @@ pub fn build(obs: &[Obs]) -> String {
             Obs::Sysctl(names) => {
                 for n in *names {
                     let path = format!("/proc/sys/{}", n.replace('.', "/"));
-                    section(&mut s, &format!("sysctl {n}"), &format!("$BB cat {}", shell_quote(&path)));
+                    section(
+                        &mut s,
+                        &format!("sysctl {n}"),
+                        &format!("$BB cat {}", shell_quote(&path)),
+                    );
                 }
             }
             Obs::Env => section(&mut s, "environ", "$BB cat /proc/$$/environ"),
@@ -103,7 +111,11 @@ pub fn build(obs: &[Obs]) -> String {
                 let body = format!("( {cmd}\n) 2>&1; _rc=$?; echo; echo \"@@rc $_rc\"");
                 section(&mut s, &format!("cmd {name}"), &body);
             }
-            Obs::File(path) => section(&mut s, &format!("file {path}"), &format!("$BB cat {}", shell_quote(path))),
+            Obs::File(path) => section(
+                &mut s,
+                &format!("file {path}"),
+                &format!("$BB cat {}", shell_quote(path)),
+            ),
         }
     }
     s.push_str(&format!("echo {}\n", shell_quote(MARKER_END)));
@@ -160,8 +172,17 @@ fn parse_section(name: &str, body: &str, obs: &mut Observations) {
     match name {
         "status" => {
             const KEEP: &[&str] = &[
-                "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs", "Seccomp",
-                "Seccomp_filters", "Uid", "Gid", "Groups",
+                "CapInh",
+                "CapPrm",
+                "CapEff",
+                "CapBnd",
+                "CapAmb",
+                "NoNewPrivs",
+                "Seccomp",
+                "Seccomp_filters",
+                "Uid",
+                "Gid",
+                "Groups",
             ];
             for l in body.lines() {
                 if let Some((k, v)) = l.split_once(':') {
@@ -189,7 +210,14 @@ fn parse_section(name: &str, body: &str, obs: &mut Observations) {
                     None => put(obs, format!("env.<no '='>#{i}"), kv.to_string()),
                 }
             }
-            put(obs, "env.<count>".into(), body.split('\0').filter(|e| !e.is_empty()).count().to_string());
+            put(
+                obs,
+                "env.<count>".into(),
+                body.split('\0')
+                    .filter(|e| !e.is_empty())
+                    .count()
+                    .to_string(),
+            );
         }
         "devices" => {
             for l in body.lines() {
@@ -197,7 +225,8 @@ fn parse_section(name: &str, body: &str, obs: &mut Observations) {
                 if f.len() == 3 && f[1] == "link" {
                     put(obs, format!("dev {}", f[0]), format!("symlink -> {}", f[2]));
                 } else if f.len() == 7 {
-                    let (path, kind, mode, maj, min, uid, gid) = (f[0], f[1], f[2], f[3], f[4], f[5], f[6]);
+                    let (path, kind, mode, maj, min, uid, gid) =
+                        (f[0], f[1], f[2], f[3], f[4], f[5], f[6]);
                     if kind == "symbolic link" {
                         continue; // reported by the "link" line
                     }
@@ -234,7 +263,8 @@ fn parse_section(name: &str, body: &str, obs: &mut Observations) {
                 // "N:controllers:/path" -> key by controllers (hierarchy ids
                 // are host-specific but stable; controllers are what matter).
                 let mut it = l.splitn(3, ':');
-                let (_id, ctrl, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
+                let (_id, ctrl, path) =
+                    (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
                 let ctrl = if ctrl.is_empty() { "<unified>" } else { ctrl };
                 put(obs, format!("proc_cgroup.{ctrl}"), path.to_string());
             }
@@ -279,7 +309,9 @@ fn parse_mountinfo(body: &str, obs: &mut Observations) {
     let mut seen: std::collections::BTreeMap<String, usize> = Default::default();
     for l in body.lines() {
         let f: Vec<&str> = l.split(' ').collect();
-        let Some(dash) = f.iter().position(|x| *x == "-") else { continue };
+        let Some(dash) = f.iter().position(|x| *x == "-") else {
+            continue;
+        };
         if f.len() < dash + 4 || dash < 6 {
             continue;
         }
@@ -289,11 +321,23 @@ fn parse_mountinfo(body: &str, obs: &mut Observations) {
             .map(|t| t.split(':').next().unwrap_or("").to_string())
             .collect();
         let (fstype, source, superopts) = (f[dash + 1], f[dash + 2], f[dash + 3]);
-        let source = if source.starts_with('/') { "<path>" } else { source };
+        let source = if source.starts_with('/') {
+            "<path>"
+        } else {
+            source
+        };
         let n = seen.entry(mp.to_string()).or_insert(0);
         *n += 1;
-        let key = if *n == 1 { format!("mount {mp}") } else { format!("mount {mp}#{n}") };
-        let prop = if prop.is_empty() { "private".to_string() } else { prop.join(",") };
+        let key = if *n == 1 {
+            format!("mount {mp}")
+        } else {
+            format!("mount {mp}#{n}")
+        };
+        let prop = if prop.is_empty() {
+            "private".to_string()
+        } else {
+            prop.join(",")
+        };
         obs.insert(
             key,
             format!("{fstype} src={source} root={root} opts={opts} super={superopts} prop={prop}"),
@@ -321,7 +365,10 @@ junk\n@@marker end\n";
         assert_eq!(o["env.B"], "x=y");
         assert_eq!(o["cmd.t.out"], "hello");
         assert_eq!(o["cmd.t.rc"], "3");
-        assert_eq!(o["mount /"], "ext4 src=<path> root=/tmp/b/rootfs opts=ro,relatime super=rw prop=shared,master");
+        assert_eq!(
+            o["mount /"],
+            "ext4 src=<path> root=/tmp/b/rootfs opts=ro,relatime super=rw prop=shared,master"
+        );
         assert_eq!(o["stray_output"], "junk");
     }
 }
