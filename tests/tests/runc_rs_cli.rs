@@ -262,6 +262,8 @@ fn preserve_fds_passes_exactly_the_named_fds() {
         use std::os::unix::process::CommandExt;
         cmd.pre_exec(move || {
             if libc::dup2(raw, 3) < 0 { return Err(std::io::Error::last_os_error()); }
+            // dup2 onto itself keeps O_CLOEXEC: clear it explicitly.
+            libc::fcntl(3, libc::F_SETFD, 0);
             Ok(())
         });
     }
