@@ -80,6 +80,25 @@ pub enum Error {
         waited_ms: u128,
     },
 
+    /// A system call other than a cgroupfs read/write failed (eventfd, inotify, bpf, ...).
+    #[error("{field}: {call} failed: {source}")]
+    Syscall {
+        field: String,
+        /// The call and its main argument, e.g. "bpf(BPF_PROG_ATTACH) on /sys/fs/cgroup/c".
+        call: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// What the kernel reports after a write differs from what was asked, e.g. devices.list
+    /// after applying device rules (a parent cgroup that does not allow a device).
+    #[error("{field}: {} does not match the request after writing: {reason}", path.display())]
+    Verify {
+        field: String,
+        path: PathBuf,
+        reason: String,
+    },
+
     #[error("cannot send signal {signal} to pid {pid}: {source}")]
     Signal {
         pid: i32,
@@ -98,7 +117,9 @@ impl Error {
             | Error::Parse { field, .. }
             | Error::Invalid { field, .. }
             | Error::Unsupported { field, .. }
-            | Error::Timeout { field, .. } => Some(field),
+            | Error::Timeout { field, .. }
+            | Error::Syscall { field, .. }
+            | Error::Verify { field, .. } => Some(field),
             Error::Path { .. } => Some("linux.cgroupsPath"),
             _ => None,
         }
@@ -108,6 +129,15 @@ impl Error {
         Error::Unsupported {
             field: field.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// The last OS error of a failed system call.
+    pub(crate) fn syscall(field: impl Into<String>, call: impl Into<String>) -> Error {
+        Error::Syscall {
+            field: field.into(),
+            call: call.into(),
+            source: std::io::Error::last_os_error(),
         }
     }
 

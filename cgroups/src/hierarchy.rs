@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// cgroup v1 controllers we recognise among a v1 mount's super options (the other options are
-/// mount flags such as `rw`, `xattr`, `clone_children`). Named hierarchies (`name=systemd`)
-/// are recognised by their prefix.
+/// mount flags such as `rw`, `xattr`, `clone_children`). Of the named hierarchies only
+/// [`SYSTEMD_HIERARCHY`] is joined, as runc does; others (`name=elogind`, ...) are left alone.
 const V1_CONTROLLERS: &[&str] = &[
     "cpu",
     "cpuacct",
@@ -28,6 +28,11 @@ const V1_CONTROLLERS: &[&str] = &[
     "misc",
     "debug",
 ];
+
+/// The named v1 hierarchy systemd keeps its process tracking in. runc creates the container's
+/// directory there and moves the container into it (no controller, so no resource is ever
+/// written there); runtimes bind that directory into the container for systemd-in-container.
+pub(crate) const SYSTEMD_HIERARCHY: &str = "name=systemd";
 
 /// One cgroup directory of the container in one hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,7 +89,7 @@ pub(crate) fn parse_mountinfo(content: &str) -> Vec<Mount> {
             Vec::new()
         } else {
             r[2].split(',')
-                .filter(|o| V1_CONTROLLERS.contains(o) || o.starts_with("name="))
+                .filter(|o| V1_CONTROLLERS.contains(o) || *o == SYSTEMD_HIERARCHY)
                 .map(str::to_string)
                 .collect()
         };
@@ -138,7 +143,12 @@ pub(crate) fn parse_proc_cgroup(content: &str) -> OwnCgroups {
         if id == "0" && ctrls.is_empty() {
             own.v2 = Some(path.to_string());
         } else {
-            let mut c: Vec<String> = ctrls.split(',').map(str::to_string).collect();
+            // Same filter as the mounts, so a hierarchy's key matches between the two files.
+            let mut c: Vec<String> = ctrls
+                .split(',')
+                .filter(|c| !c.starts_with("name=") || *c == SYSTEMD_HIERARCHY)
+                .map(str::to_string)
+                .collect();
             c.sort();
             own.v1.push((c, path.to_string()));
         }
@@ -298,7 +308,8 @@ mod tests {
 30 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:14 - cgroup cgroup rw,cpu,cpuacct
 31 25 0:29 /kube /sys/fs/cgroup/memory rw,nosuid shared:15 - cgroup cgroup rw,memory
 32 25 0:29 / /mnt/mem\\040x rw,nosuid shared:15 - cgroup cgroup rw,memory
-33 25 0:30 / /proc/x rw - proc proc rw";
+33 25 0:30 / /proc/x rw - proc proc rw
+34 25 0:31 / /sys/fs/cgroup/elogind rw,nosuid shared:12 - cgroup cgroup rw,name=elogind";
 
     const OWN: &str =
         "12:memory:/kube/pod1\n4:cpu,cpuacct:/user\n1:name=systemd:/init.scope\n0::/init.scope\n";
@@ -306,12 +317,14 @@ mod tests {
     #[test]
     fn mountinfo_parsing() {
         let m = parse_mountinfo(HYBRID);
-        assert_eq!(m.len(), 5);
+        assert_eq!(m.len(), 6);
         assert!(m[0].v2 && m[0].mountpoint == Path::new("/sys/fs/cgroup/unified"));
         assert_eq!(m[1].controllers, vec!["name=systemd"]);
         assert_eq!(m[2].controllers, vec!["cpu", "cpuacct"]);
         assert_eq!(m[3].root, "/kube");
         assert_eq!(m[4].mountpoint, Path::new("/mnt/mem x"));
+        // other named hierarchies have no recognised controller, so layout() skips them
+        assert!(m[5].controllers.is_empty());
     }
 
     #[test]

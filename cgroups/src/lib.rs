@@ -5,21 +5,29 @@
 //!   hierarchy, [`Manager::create`] makes them, [`Manager::add_pid`] moves a process in;
 //! * resources: [`Manager::apply`] writes `linux.resources` (validated first, see
 //!   [`resources`]);
-//! * lifecycle: freeze/thaw, recursive pid listing, kill-all and delete.
+//! * lifecycle: freeze/thaw, recursive pid listing, kill-all and delete;
+//! * observation: [`Manager::stats`] (containerd's metrics shapes, [`stats`]) and
+//!   [`Manager::oom_events`] (one event per OOM kill, [`oom`]).
+//!
+//! On v1 hosts the container also joins the named `name=systemd` hierarchy (as runc does; no
+//! resource is ever written there); [`Manager::paths`] lists it as "systemd".
 //!
 //! The manager is serializable so a runtime can keep it in its state file and rebuild it for
-//! `kill`/`delete` in a later process. Stats and OOM events will hang off the same per-controller
-//! directories ([`Manager::paths`]).
+//! `kill`/`delete` in a later process.
 
 mod error;
 mod freezer;
 mod fs;
 mod hierarchy;
 mod manager;
+pub mod oom;
 pub mod resources;
+pub mod stats;
 
 pub use error::{Error, Result};
 pub use manager::Manager;
+pub use oom::{OomEvent, OomPoll, OomWatcher};
+pub use stats::Stats;
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;

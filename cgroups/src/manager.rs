@@ -75,12 +75,16 @@ impl Manager {
     }
 
     /// Controller name -> directory; "unified" names the cgroup2 directory (the only entry on
-    /// pure v2). Named v1 hierarchies appear as "name=systemd".
+    /// pure v2). The named `name=systemd` hierarchy appears as "systemd" (the base name of its
+    /// usual mount point /sys/fs/cgroup/systemd, which is what a runtime binds it as).
     pub fn paths(&self) -> BTreeMap<String, PathBuf> {
         let mut out: BTreeMap<String, PathBuf> = self
             .v1
             .iter()
-            .map(|(c, d)| (c.clone(), d.path.clone()))
+            .map(|(c, d)| {
+                let key = c.strip_prefix("name=").unwrap_or(c);
+                (key.to_string(), d.path.clone())
+            })
             .collect();
         if let Some(u) = &self.unified {
             out.insert("unified".into(), u.path.clone());

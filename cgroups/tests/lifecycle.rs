@@ -120,6 +120,8 @@ fn relative_and_default_paths() {
                 let (_, c, path) = (p.next()?, p.next()?, p.next()?);
                 let hit = if ctrl == "unified" {
                     c.is_empty()
+                } else if ctrl == "systemd" {
+                    c == "name=systemd"
                 } else {
                     c.split(',').any(|x| x == ctrl)
                 };
@@ -236,4 +238,71 @@ fn kill_all_reaches_processes_in_sub_cgroups() {
         signal_of(t.wait(b, Duration::from_secs(10))),
         Some(libc::SIGTERM)
     );
+}
+
+/// v1 hosts: the container gets a directory in the named `name=systemd` hierarchy (what a
+/// runtime binds into the container), the pid joins it, apply() never writes there, delete()
+/// removes it. Pure v2 has no such hierarchy and no "systemd" entry.
+#[test]
+fn named_systemd_hierarchy_is_joined_but_never_written() {
+    let mut t = TestCg::created("systemd");
+    let paths = t.mgr.paths();
+    assert!(!paths.keys().any(|k| k.starts_with("name=")), "{paths:?}");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" - cgroup ") && l.split(',').any(|o| o == "name=systemd"));
+    if t.v2() || !mounted {
+        assert!(!paths.contains_key("systemd"), "{paths:?}");
+        eprintln!(
+            "no name=systemd hierarchy here ({:?}); checked it is not listed",
+            t.mode
+        );
+        return;
+    }
+    let dir = paths["systemd"].clone();
+    assert_eq!(
+        dir,
+        PathBuf::from(format!("/sys/fs/cgroup/systemd{}", t.mgr.cgroups_path()))
+    );
+    assert!(dir.is_dir());
+    let snapshot = |d: &std::path::Path| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "cgroup.procs" && n != "tasks")
+            .map(|n| {
+                (
+                    n.clone(),
+                    std::fs::read_to_string(d.join(&n)).unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&dir);
+
+    let pid = t.spawn(Command::new("sleep").arg("100"));
+    t.mgr.add_pid(pid).unwrap();
+    let own = read_file(&PathBuf::from(format!("/proc/{pid}/cgroup")));
+    let want = format!(":name=systemd:{}", t.mgr.cgroups_path());
+    assert!(own.lines().any(|l| l.ends_with(&want)), "{own}");
+    assert!(read_file(&dir.join("cgroup.procs")).contains(&pid.to_string()));
+
+    let (json, _) = common::full_resources_json(&t);
+    t.mgr.apply(&common::resources(&json)).unwrap();
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "apply() wrote into the name=systemd directory"
+    );
+
+    t.mgr.kill_all(libc::SIGKILL).unwrap();
+    t.wait(pid, Duration::from_secs(10));
+    t.wait_empty(Duration::from_secs(5));
+    t.mgr.delete().unwrap();
+    assert!(!dir.exists());
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use cgroups::{CgroupMode, Error};
-use common::{block_device, read_file, resources, TestCg};
+use common::{full_resources_json, read_file, resources, TestCg};
 
 const MB: i64 = 1 << 20;
 
@@ -17,47 +17,7 @@ fn full_resource_set_reads_back() {
     let t = TestCg::created("full");
     let v2 = t.v2();
     let has_rt = !v2 && t.dir("cpu").join("cpu.rt_runtime_us").exists();
-    if has_rt {
-        // Real-time budget has to come from the parent (ours, created by the test).
-        std::fs::write(t.parent.paths()["cpu"].join("cpu.rt_runtime_us"), "10000").unwrap();
-    }
-    let rt = if has_rt {
-        r#", "realtimePeriod": 1000000, "realtimeRuntime": 5000"#
-    } else {
-        ""
-    };
-    let dev = block_device();
-    let throttle = dev.map_or(String::new(), |(a, b)| {
-        format!(
-            r#", "throttleReadBpsDevice": [{{"major": {a}, "minor": {b}, "rate": 1048576}}],
-                "throttleWriteBpsDevice": [{{"major": {a}, "minor": {b}, "rate": 2097152}}],
-                "throttleReadIOPSDevice": [{{"major": {a}, "minor": {b}, "rate": 100}}],
-                "throttleWriteIOPSDevice": [{{"major": {a}, "minor": {b}, "rate": 200}}]"#
-        )
-    });
-    let unified = match t.mode {
-        CgroupMode::Unified => r#", "unified": {"memory.high": "805306368"}"#,
-        CgroupMode::Hybrid => r#", "unified": {"cgroup.max.descendants": "7"}"#,
-        CgroupMode::Legacy => "",
-    };
-    let json = format!(
-        r#"{{
-        "cpu": {{"shares": 512, "quota": 50000, "period": 100000, "burst": 10000, "idle": 0,
-                 "cpus": "0", "mems": "0"{rt}}},
-        "memory": {{"limit": {l}, "reservation": {r}, "swap": {s}, "swappiness": 30,
-                    "disableOOMKiller": true, "kernel": {l}, "kernelTCP": {k}}},
-        "pids": {{"limit": 42}},
-        "blockIO": {{"weight": 500{throttle}}},
-        "devices": [{{"allow": false, "access": "rwm"}},
-                    {{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}},
-                    {{"allow": true, "type": "c", "major": 1, "minor": 5, "access": "r"}}]
-        {unified}
-        }}"#,
-        l = 256 * MB,
-        r = 128 * MB,
-        s = 512 * MB,
-        k = 32 * MB,
-    );
+    let (json, dev) = full_resources_json(&t);
     t.mgr.apply(&resources(&json)).expect("apply");
 
     assert_file(&t, "cpuset", "cpuset.cpus", "0");

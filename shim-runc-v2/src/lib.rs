@@ -1,1 +1,36 @@
-//! containerd runtime-v2 shim (filled by issue [4/7]).
+//! `containerd-shim-runc-v2-rs`: a containerd runtime-v2 shim (runtime type
+//! `io.containerd.runc.v2-rs`), a drop-in for containerd's Go
+//! `containerd-shim-runc-v2`, that drives any runc-compatible CLI (runc-rs by
+//! default, runc, crun) through the runc command-line contract only.
+//!
+//! Layers, top down:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`bootstrap`] | the `start` / `delete` actions and the serving process |
+//! | [`service`] | the ttrpc `containerd.task.v2.Task` (and v3) service, a thin adapter |
+//! | [`task`] | the task manager: containers, pid ↔ process bookkeeping, events |
+//! | [`container`] | one container: options, rootfs mounts, runtime calls |
+//! | [`process`] | a process's state machine (created, running, paused, stopped, deleted) |
+//! | [`runc`] | the runc CLI client |
+//! | [`stdio`] | FIFOs, pipes, console socket, copy threads |
+//! | [`events`] | the bounded event queue forwarded to containerd |
+//! | [`reaper`] | subreaper, SIGCHLD reaping, waiting for commands |
+//! | [`mount`], [`logger`], [`args`], [`error`] | helpers |
+
+pub mod args;
+pub mod bootstrap;
+pub mod container;
+pub mod error;
+pub mod events;
+pub mod logger;
+pub mod mount;
+pub mod process;
+pub mod reaper;
+pub mod runc;
+pub mod service;
+pub mod stdio;
+pub mod task;
+
+/// The runtime type containerd selects this shim with.
+pub const RUNTIME_NAME: &str = "io.containerd.runc.v2-rs";

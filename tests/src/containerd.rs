@@ -505,6 +505,11 @@ fn serial() -> MutexGuard<'static, ()> {
 /// A containerd daemon private to one test. See the module docs.
 pub struct Containerd {
     runtime: PathBuf,
+    /// `ctr run --runtime` (`io.containerd.runc.v2` unless set).
+    runtime_name: String,
+    /// Whether `ctr run` gets `--runc-binary` / `--runc-root` (ctr 1.6
+    /// accepts them only with the `io.containerd.runc.v2` runtime name).
+    runc_options: bool,
     namespace: String,
     cgroups: CgroupParent,
     socket: PathBuf,
@@ -520,13 +525,29 @@ impl Containerd {
     /// runc-compatible binary of the containers [`Containerd::run`] starts.
     /// Returns once containerd answers on its socket.
     pub fn start(runtime: &Path) -> io::Result<Containerd> {
+        Containerd::start_with(runtime, &[])
+    }
+
+    /// Like [`Containerd::start`], with `<dir>/bin` first in containerd's
+    /// `$PATH` holding a symlink `name -> target` for each of `links`: how a
+    /// shim binary (`containerd-shim-<x>-<y>` for runtime `io.containerd.x.y`)
+    /// and the runtime it looks up are put where containerd finds them.
+    pub fn start_with(runtime: &Path, links: &[(&str, &Path)]) -> io::Result<Containerd> {
         let guard = serial();
         shim_root_preexisted();
         let dir = testdata::temp_dir()?;
         let d = dir.path().to_path_buf();
-        for sub in ["root", "state", "tmp", "runc", "fifo", "logs"] {
+        for sub in ["root", "state", "tmp", "runc", "fifo", "logs", "bin"] {
             fs::create_dir_all(d.join(sub))?;
         }
+        for (name, target) in links {
+            std::os::unix::fs::symlink(target, d.join("bin").join(name))?;
+        }
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::join_paths(
+            std::iter::once(d.join("bin")).chain(std::env::split_paths(&path)),
+        )
+        .map_err(io::Error::other)?;
         let socket = d.join("containerd.sock");
         let cgroups = CgroupParent::new();
         // Namespace = cgroup parent name: ctr's default cgroupsPath is
@@ -536,6 +557,7 @@ impl Containerd {
         fs::write(d.join("config.toml"), config_toml(&d, &socket))?;
         let log = fs::File::create(d.join("containerd.log"))?;
         let child = Command::new("containerd")
+            .env("PATH", &path)
             .arg("--config")
             .arg(d.join("config.toml"))
             .stdin(Stdio::null())
@@ -546,6 +568,8 @@ impl Containerd {
             .map_err(|e| io::Error::new(e.kind(), format!("spawning containerd: {e}")))?;
         let mut c = Containerd {
             runtime: runtime.to_path_buf(),
+            runtime_name: "io.containerd.runc.v2".to_owned(),
+            runc_options: true,
             namespace,
             cgroups,
             socket,
@@ -610,6 +634,15 @@ impl Containerd {
     /// The runtime binary the containers run with.
     pub fn runtime(&self) -> &Path {
         &self.runtime
+    }
+
+    /// Make [`Containerd::run`] use `ctr run --runtime <name>`, with or
+    /// without the runc options (`--runc-binary <runtime>`, `--runc-root`).
+    /// Without them the shim picks its default runtime binary and its default
+    /// state root `/run/containerd/runc/<namespace>` (removed on drop).
+    pub fn set_runtime_name(&mut self, name: &str, runc_options: bool) {
+        self.runtime_name = name.to_owned();
+        self.runc_options = runc_options;
     }
 
     /// The image imported by [`Containerd::import_busybox`].
@@ -703,13 +736,16 @@ impl Containerd {
         let d = self.dir();
         let mut args: Vec<String> = vec!["run".into()];
         args.extend(flags.iter().map(|s| s.to_string()));
+        args.extend(["--runtime".into(), self.runtime_name.clone()]);
+        if self.runc_options {
+            args.extend([
+                "--runc-binary".into(),
+                self.runtime.to_string_lossy().into_owned(),
+                "--runc-root".into(),
+                d.join("runc").to_string_lossy().into_owned(),
+            ]);
+        }
         args.extend([
-            "--runtime".into(),
-            "io.containerd.runc.v2".into(),
-            "--runc-binary".into(),
-            self.runtime.to_string_lossy().into_owned(),
-            "--runc-root".into(),
-            d.join("runc").to_string_lossy().into_owned(),
             "--fifo-dir".into(),
             d.join("fifo").to_string_lossy().into_owned(),
             "--cgroup".into(),
@@ -829,7 +865,12 @@ impl Containerd {
         for s in shim_sockets {
             let _ = fs::remove_file(s);
         }
+        // The shims' default runtime root for our (unique) namespace, used
+        // when ctr sent no runc options.
+        let default_root = Path::new(SHIM_SOCKET_ROOT).join("runc");
+        let _ = fs::remove_dir_all(default_root.join(&self.namespace));
         if !shim_root_preexisted() {
+            let _ = fs::remove_dir(&default_root);
             let _ = fs::remove_dir(Path::new(SHIM_SOCKET_ROOT).join("s"));
             let _ = fs::remove_dir(SHIM_SOCKET_ROOT);
         }

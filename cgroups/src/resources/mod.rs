@@ -1,7 +1,7 @@
 //! `Manager::apply`: OCI `linux.resources` -> cgroup files.
 //!
 //! Apply works in two phases so that bad input leaves the cgroup untouched:
-//! 1. *plan*: each resource group turns its fields into an ordered list of [`Step`]s (file +
+//! 1. *plan*: each resource group turns its fields into an ordered list of `Step`s (file +
 //!    value + the OCI field it serves), converting values for the hierarchy that serves the
 //!    controller (v1 file names, or cgroup2 ones on pure v2 and for controllers that a hybrid
 //!    host only has in its cgroup2 mount, e.g. hugetlb). Planning validates values (ranges,
@@ -30,7 +30,7 @@
 //! | hugepageLimits | hugetlb.SIZE.limit_in_bytes | hugetlb.SIZE.max (+ .rsvd.max) |
 //! | network | net_cls.classid, net_prio.ifpriomap | net_cls/net_prio if mounted, else error |
 //! | rdma | rdma.max | rdma.max |
-//! | devices | devices.deny "a" + rules | skipped with a warning (needs eBPF, TODO) |
+//! | devices | only the changes to devices.allow/deny, checked in devices.list | eBPF device program (replaces ours) |
 //! | unified | error on legacy | each key written, unknown keys rejected |
 
 mod blkio;
@@ -86,6 +86,8 @@ pub(crate) struct Plan<'a> {
     /// Controllers of the container's cgroup2 directory (its cgroup.controllers).
     unified_controllers: BTreeSet<String>,
     pub steps: Vec<Step>,
+    /// Done after the writes, in order (device program, devices.list check).
+    pub finish: Vec<devices::Finish>,
 }
 
 impl<'a> Plan<'a> {
@@ -108,6 +110,7 @@ impl<'a> Plan<'a> {
             mgr,
             unified_controllers,
             steps: Vec::new(),
+            finish: Vec::new(),
         })
     }
 
@@ -198,7 +201,7 @@ pub(crate) fn apply(mgr: &Manager, res: &LinuxResources) -> Result<()> {
     }
 
     let mut steps = Vec::with_capacity(plan.steps.len());
-    for s in plan.steps {
+    for s in std::mem::take(&mut plan.steps) {
         if s.path.exists() {
             steps.push(s);
         } else if s.when == When::IfExists {
@@ -235,7 +238,7 @@ pub(crate) fn apply(mgr: &Manager, res: &LinuxResources) -> Result<()> {
             }
         }
     }
-    Ok(())
+    plan.finish.into_iter().try_for_each(devices::finish)
 }
 
 #[cfg(test)]
@@ -265,6 +268,7 @@ mod tests {
             mgr: &mgr,
             unified_controllers: BTreeSet::from(["hugetlb".to_string()]),
             steps: Vec::new(),
+            finish: Vec::new(),
         };
         assert_eq!(plan.locate("memory").unwrap().version, Version::V1);
         assert_eq!(plan.locate("hugetlb").unwrap().version, Version::V2);

@@ -94,8 +94,14 @@ impl TestCg {
     /// Spawns `cmd` so that it joins every hierarchy of the container cgroup before exec
     /// (pre_exec writes "0" -- "myself" -- to each cgroup.procs with raw syscalls only).
     pub fn spawn_in(&mut self, cmd: &mut Command) -> i32 {
+        let mgr = self.mgr.clone();
+        self.spawn_in_mgr(&mgr, cmd)
+    }
+
+    /// spawn_in for another cgroup (e.g. a sub-cgroup of the container).
+    pub fn spawn_in_mgr(&mut self, mgr: &Manager, cmd: &mut Command) -> i32 {
         let mut files: Vec<CString> = Vec::new();
-        for dir in self.mgr.paths().values() {
+        for dir in mgr.paths().values() {
             let f = CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).unwrap();
             if !files.contains(&f) {
                 files.push(f);
@@ -152,6 +158,21 @@ impl TestCg {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Waits for a child spawned with a piped stdout and returns what it printed.
+    pub fn wait_stdout(&mut self, pid: i32, timeout: Duration) -> String {
+        use std::io::Read;
+        let idx = self
+            .children
+            .iter()
+            .position(|c| c.id() as i32 == pid)
+            .expect("not our child");
+        let mut out = self.children[idx].stdout.take().expect("stdout not piped");
+        self.wait(pid, timeout);
+        let mut s = String::new();
+        out.read_to_string(&mut s).expect("read stdout");
+        s
     }
 
     /// Polls until the container cgroup lists no process.
@@ -257,4 +278,54 @@ pub fn python3() -> Option<PathBuf> {
             let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
             (!p.is_empty()).then(|| PathBuf::from(p))
         })
+}
+
+/// A resource set touching every controller the host has (the rt budget is given to the
+/// test's parent first): what full_resource_set_reads_back checks and the bench applies.
+/// Returns the JSON and the throttled block device.
+pub fn full_resources_json(t: &TestCg) -> (String, Option<(u32, u32)>) {
+    const MB: i64 = 1 << 20;
+    let has_rt = !t.v2() && t.dir("cpu").join("cpu.rt_runtime_us").exists();
+    if has_rt {
+        // Real-time budget has to come from the parent (ours, created by the test).
+        std::fs::write(t.parent.paths()["cpu"].join("cpu.rt_runtime_us"), "10000").unwrap();
+    }
+    let rt = if has_rt {
+        r#", "realtimePeriod": 1000000, "realtimeRuntime": 5000"#
+    } else {
+        ""
+    };
+    let dev = block_device();
+    let throttle = dev.map_or(String::new(), |(a, b)| {
+        format!(
+            r#", "throttleReadBpsDevice": [{{"major": {a}, "minor": {b}, "rate": 1048576}}],
+                "throttleWriteBpsDevice": [{{"major": {a}, "minor": {b}, "rate": 2097152}}],
+                "throttleReadIOPSDevice": [{{"major": {a}, "minor": {b}, "rate": 100}}],
+                "throttleWriteIOPSDevice": [{{"major": {a}, "minor": {b}, "rate": 200}}]"#
+        )
+    });
+    let unified = match t.mode {
+        CgroupMode::Unified => r#", "unified": {"memory.high": "805306368"}"#,
+        CgroupMode::Hybrid => r#", "unified": {"cgroup.max.descendants": "7"}"#,
+        CgroupMode::Legacy => "",
+    };
+    let json = format!(
+        r#"{{
+        "cpu": {{"shares": 512, "quota": 50000, "period": 100000, "burst": 10000, "idle": 0,
+                 "cpus": "0", "mems": "0"{rt}}},
+        "memory": {{"limit": {l}, "reservation": {r}, "swap": {s}, "swappiness": 30,
+                    "disableOOMKiller": true, "kernel": {l}, "kernelTCP": {k}}},
+        "pids": {{"limit": 42}},
+        "blockIO": {{"weight": 500{throttle}}},
+        "devices": [{{"allow": false, "access": "rwm"}},
+                    {{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}},
+                    {{"allow": true, "type": "c", "major": 1, "minor": 5, "access": "r"}}]
+        {unified}
+        }}"#,
+        l = 256 * MB,
+        r = 128 * MB,
+        s = 512 * MB,
+        k = 32 * MB,
+    );
+    (json, dev)
 }

@@ -1,0 +1,296 @@
+//! Task events (TaskCreate, TaskStart, TaskExit, TaskDelete, ...) forwarded
+//! to containerd.
+//!
+//! RPC handlers only enqueue: [`Publisher::publish`] never blocks (the queue
+//! is bounded; when it is full the event is dropped and logged). One thread
+//! drains the queue and forwards each event over ttrpc to containerd's
+//! `containerd.services.events.ttrpc.v1.Events/Forward` at `$TTRPC_ADDRESS`
+//! (what containerd 1.6+ gives its shims), or, without that address, runs
+//! `<publish-binary> --address A publish --topic T --namespace N` with the
+//! event on stdin (the older contract).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use containerd_shim_protos::events::task as ev;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim::events_ttrpc::EventsClient;
+
+const QUEUE: usize = 256;
+const RETRIES: usize = 3;
+
+/// One event: its topic and the event as a protobuf `Any`.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub topic: &'static str,
+    pub event: Any,
+}
+
+/// The events a shim sends, as (topic, Any) pairs with containerd's names.
+pub trait TaskEvent: Message {
+    const TOPIC: &'static str;
+    const TYPE: &'static str;
+}
+
+macro_rules! task_event {
+    ($t:ty, $topic:literal, $name:literal) => {
+        impl TaskEvent for $t {
+            const TOPIC: &'static str = $topic;
+            const TYPE: &'static str = $name;
+        }
+    };
+}
+task_event!(
+    ev::TaskCreate,
+    "/tasks/create",
+    "containerd.events.TaskCreate"
+);
+task_event!(ev::TaskStart, "/tasks/start", "containerd.events.TaskStart");
+task_event!(ev::TaskExit, "/tasks/exit", "containerd.events.TaskExit");
+task_event!(
+    ev::TaskDelete,
+    "/tasks/delete",
+    "containerd.events.TaskDelete"
+);
+task_event!(
+    ev::TaskExecAdded,
+    "/tasks/exec-added",
+    "containerd.events.TaskExecAdded"
+);
+task_event!(
+    ev::TaskExecStarted,
+    "/tasks/exec-started",
+    "containerd.events.TaskExecStarted"
+);
+task_event!(
+    ev::TaskPaused,
+    "/tasks/paused",
+    "containerd.events.TaskPaused"
+);
+task_event!(
+    ev::TaskResumed,
+    "/tasks/resumed",
+    "containerd.events.TaskResumed"
+);
+task_event!(ev::TaskOOM, "/tasks/oom", "containerd.events.TaskOOM");
+
+/// Encode `e` as containerd's typeurl does (bare type name).
+pub fn to_any<E: TaskEvent>(e: &E) -> Any {
+    let mut a = Any::new();
+    a.type_url = E::TYPE.to_owned();
+    a.value = e.write_to_bytes().unwrap_or_default();
+    a
+}
+
+/// A protobuf timestamp of `t`.
+pub fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let mut ts = Timestamp::new();
+    ts.seconds = d.as_secs() as i64;
+    ts.nanos = d.subsec_nanos() as i32;
+    ts
+}
+
+/// Where events go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// containerd's ttrpc address (`$TTRPC_ADDRESS`).
+    Ttrpc(String),
+    /// `-publish-binary` and `-address`.
+    Binary { binary: String, address: String },
+    /// Nowhere (tests, or no address known).
+    Discard,
+}
+
+#[derive(Default)]
+struct Pending {
+    queued: usize,
+}
+
+/// The queue and its forwarding thread.
+pub struct Publisher {
+    tx: Mutex<Option<SyncSender<Event>>>,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Publisher {
+    pub fn new(sink: Sink, namespace: String) -> Publisher {
+        let (tx, rx) = sync_channel::<Event>(QUEUE);
+        let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
+        let p2 = Arc::clone(&pending);
+        let thread = std::thread::Builder::new()
+            .name("events".into())
+            .stack_size(256 * 1024)
+            .spawn(move || forward_loop(rx, sink, namespace, p2))
+            .ok();
+        Publisher {
+            tx: Mutex::new(Some(tx)),
+            pending,
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Queue `e`; never blocks.
+    pub fn publish<E: TaskEvent>(&self, e: &E) {
+        let event = Event {
+            topic: E::TOPIC,
+            event: to_any(e),
+        };
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = tx.as_ref() else {
+            log::warn!("publisher closed: dropping {} event", E::TOPIC);
+            return;
+        };
+        let (lock, _) = &*self.pending;
+        lock.lock().unwrap_or_else(|e| e.into_inner()).queued += 1;
+        if let Err(err) = tx.try_send(event) {
+            lock.lock().unwrap_or_else(|e| e.into_inner()).queued -= 1;
+            log::error!(
+                "event queue full or closed: dropping {} event ({err})",
+                E::TOPIC
+            );
+        }
+    }
+
+    /// Stop accepting events and wait (at most `timeout`) until the queued
+    /// ones are forwarded.
+    pub fn close(&self, timeout: Duration) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let (lock, cv) = &*self.pending;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cv.wait_timeout_while(guard, timeout, |p| p.queued > 0);
+        if let Some(h) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            if h.is_finished() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn forward_loop(
+    rx: Receiver<Event>,
+    sink: Sink,
+    ns: String,
+    pending: Arc<(Mutex<Pending>, Condvar)>,
+) {
+    let mut client: Option<EventsClient> = None;
+    loop {
+        let e = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(e) => e,
+            // Idle: drop the connection (and its two threads) until needed.
+            Err(RecvTimeoutError::Timeout) => {
+                client = None;
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut sent = false;
+        for attempt in 0..RETRIES {
+            match send(&sink, &ns, &e, &mut client) {
+                Ok(()) => {
+                    sent = true;
+                    break;
+                }
+                Err(err) => {
+                    client = None;
+                    log::warn!("forward {} event (attempt {}): {err}", e.topic, attempt + 1);
+                    std::thread::sleep(Duration::from_millis(100 << attempt));
+                }
+            }
+        }
+        if !sent {
+            log::error!("dropping {} event after {RETRIES} attempts", e.topic);
+        }
+        let (lock, cv) = &*pending;
+        let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+        p.queued = p.queued.saturating_sub(1);
+        cv.notify_all();
+    }
+}
+
+fn send(sink: &Sink, ns: &str, e: &Event, client: &mut Option<EventsClient>) -> Result<(), String> {
+    match sink {
+        Sink::Discard => Ok(()),
+        Sink::Ttrpc(addr) => {
+            if client.is_none() {
+                let a = if addr.contains("://") {
+                    addr.clone()
+                } else {
+                    format!("unix://{addr}")
+                };
+                let c = ttrpc::Client::connect(&a).map_err(|e| format!("connect {a}: {e}"))?;
+                *client = Some(EventsClient::new(c));
+            }
+            let mut env = Envelope::new();
+            env.timestamp = MessageField::some(timestamp(SystemTime::now()));
+            env.namespace = ns.to_owned();
+            env.topic = e.topic.to_owned();
+            env.event = MessageField::some(e.event.clone());
+            let mut req = ForwardRequest::new();
+            req.envelope = MessageField::some(env);
+            let c = client.as_ref().expect("connected");
+            c.forward(ttrpc::context::with_timeout(5_000_000_000), &req)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        Sink::Binary { binary, address } => {
+            let data = e.event.write_to_bytes().map_err(|e| e.to_string())?;
+            let mut cmd = Command::new(binary);
+            cmd.args([
+                "--address",
+                address,
+                "publish",
+                "--topic",
+                e.topic,
+                "--namespace",
+                ns,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+            let mut child = crate::reaper::spawn(&mut cmd).map_err(|e| e.to_string())?;
+            if let Some(mut stdin) = child.stdin.take() {
+                let _ = stdin.write_all(&data);
+            }
+            drop(cmd);
+            match child.wait() {
+                Ok(0) => Ok(()),
+                Ok(code) => Err(format!("{binary} publish exited {code}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_uses_bare_type_names() {
+        let mut e = ev::TaskExit::new();
+        e.container_id = "c".into();
+        e.exit_status = 3;
+        let a = to_any(&e);
+        assert_eq!(a.type_url, "containerd.events.TaskExit");
+        let back = ev::TaskExit::parse_from_bytes(&a.value).unwrap();
+        assert_eq!(back.exit_status, 3);
+    }
+
+    #[test]
+    fn discard_publisher_drains() {
+        let p = Publisher::new(Sink::Discard, "ns".into());
+        p.publish(&ev::TaskStart::new());
+        p.close(Duration::from_secs(5));
+        p.publish(&ev::TaskStart::new()); // after close: dropped, no panic
+    }
+}

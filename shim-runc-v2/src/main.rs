@@ -1,0 +1,46 @@
+//! `containerd-shim-runc-v2-rs`: see the library docs.
+
+use std::io::Write;
+
+use anyhow::Context;
+use shim_runc_v2::{args, bootstrap, RUNTIME_NAME};
+
+fn run() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let flags = args::parse(&argv)?;
+    if flags.version {
+        let name = std::env::args()
+            .next()
+            .and_then(|a| a.rsplit('/').next().map(str::to_owned))
+            .unwrap_or_else(|| "containerd-shim-runc-v2-rs".into());
+        println!("{name}:");
+        println!("  Version:  {}", env!("CARGO_PKG_VERSION"));
+        println!("  Runtime:  {RUNTIME_NAME}");
+        println!();
+        return Ok(());
+    }
+    match flags.action.as_str() {
+        "start" => {
+            let address = bootstrap::start(&flags).context("start")?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(address.as_bytes())?;
+            out.flush()?;
+        }
+        "delete" => {
+            let data = bootstrap::delete(&flags).context("delete")?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&data)?;
+            out.flush()?;
+        }
+        "" => bootstrap::serve(&flags)?,
+        other => anyhow::bail!("unknown action {other:?}"),
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprint!("{RUNTIME_NAME}: {e:#}");
+        std::process::exit(1);
+    }
+}

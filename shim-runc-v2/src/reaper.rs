@@ -1,0 +1,220 @@
+//! Child processes: the shim is a subreaper, so every container process
+//! (reparented to it once `runc create` exits) and every runtime command it
+//! runs becomes its child. One thread (the signal loop) reaps them all on
+//! SIGCHLD; exits of commands the shim is waiting for go to their waiter,
+//! every other exit goes to the task manager's exit channel.
+//!
+//! A command's exit must never be taken for a container's, nor be lost
+//! before its waiter registered: [`spawn`] forks with the command table
+//! locked and records the pid before unlocking, and the reaper first peeks
+//! at a zombie (`waitid(WNOWAIT)`), then takes the lock, then reaps it. The
+//! lock is held for the fork only, never while a command runs.
+//!
+//! Outside the serving shim (the `start` and `delete` actions) no reaper is
+//! installed and [`Spawned::wait`] waits on the child directly.
+
+use std::collections::HashMap;
+use std::io;
+use std::process::{Child, ChildStdin, Command};
+use std::sync::mpsc::Sender;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+
+/// A container process (or any unclaimed child) that exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub pid: i32,
+    /// Exit code, or 128 + signal number when killed by a signal.
+    pub status: i32,
+}
+
+struct Reaper {
+    /// Commands being waited for: pid -> exit status once reaped.
+    cmds: Mutex<HashMap<i32, Option<i32>>>,
+    cv: Condvar,
+    sink: Mutex<Sender<Exit>>,
+}
+
+static REAPER: OnceLock<Reaper> = OnceLock::new();
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Make this process a child subreaper (orphaned descendants are
+/// reparented to it instead of to pid 1).
+pub fn set_subreaper() -> io::Result<()> {
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Install the process-wide reaper; exits not claimed by a command waiter
+/// are sent to `sink`. The caller must call [`reap`] on every SIGCHLD.
+pub fn install(sink: Sender<Exit>) {
+    let _ = REAPER.set(Reaper {
+        cmds: Mutex::new(HashMap::new()),
+        cv: Condvar::new(),
+        sink: Mutex::new(sink),
+    });
+}
+
+/// A started command.
+pub struct Spawned {
+    pid: i32,
+    /// The command's stdin when it was configured as piped.
+    pub stdin: Option<ChildStdin>,
+    /// Only when no reaper is installed: waited on directly.
+    child: Option<Child>,
+}
+
+/// Start `cmd`, registering it with the reaper (when installed) so that its
+/// exit status comes back through [`Spawned::wait`]. The child starts with
+/// an empty signal mask (the serving shim blocks the signals it waits for,
+/// and `std` does not reset the mask) and default SIGPIPE handling.
+pub fn spawn(cmd: &mut Command) -> io::Result<Spawned> {
+    use std::os::unix::process::CommandExt;
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            Ok(())
+        });
+    }
+    match REAPER.get() {
+        Some(r) => {
+            let mut cmds = lock(&r.cmds);
+            let mut child = cmd.spawn()?;
+            let pid = child.id() as i32;
+            cmds.insert(pid, None);
+            let stdin = child.stdin.take();
+            // Dropping a Child neither kills nor waits for it.
+            drop(child);
+            Ok(Spawned {
+                pid,
+                stdin,
+                child: None,
+            })
+        }
+        None => {
+            let mut child = cmd.spawn()?;
+            Ok(Spawned {
+                pid: child.id() as i32,
+                stdin: child.stdin.take(),
+                child: Some(child),
+            })
+        }
+    }
+}
+
+impl Spawned {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Wait for the command to exit; its exit code (128 + signal if killed).
+    pub fn wait(self) -> io::Result<i32> {
+        if let Some(mut child) = self.child {
+            let st = child.wait()?;
+            use std::os::unix::process::ExitStatusExt;
+            return Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
+        }
+        let r = REAPER.get().expect("reaper installed");
+        let mut cmds = lock(&r.cmds);
+        loop {
+            match cmds.get(&self.pid) {
+                Some(Some(status)) => {
+                    let status = *status;
+                    cmds.remove(&self.pid);
+                    return Ok(status);
+                }
+                Some(None) => cmds = r.cv.wait(cmds).unwrap_or_else(|e| e.into_inner()),
+                None => {
+                    return Err(io::Error::other(format!(
+                        "pid {} is not a registered command",
+                        self.pid
+                    )))
+                }
+            }
+        }
+    }
+}
+
+fn decode(status: libc::c_int) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        status
+    }
+}
+
+/// Reap every child that has exited. Call on SIGCHLD, from one thread.
+pub fn reap() {
+    let Some(r) = REAPER.get() else {
+        return;
+    };
+    loop {
+        // Peek without reaping, so that a command whose spawn is still
+        // registering (table locked) is not reaped behind its back.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return; // ECHILD: no children at all
+        }
+        let pid = unsafe { info.si_pid() };
+        if pid == 0 {
+            return; // children, but none exited
+        }
+        let mut cmds = lock(&r.cmds);
+        let mut status: libc::c_int = 0;
+        let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if got != pid {
+            // Reaped meanwhile (std waits for a child whose exec failed).
+            continue;
+        }
+        let status = decode(status);
+        if let Some(slot) = cmds.get_mut(&pid) {
+            *slot = Some(status);
+            r.cv.notify_all();
+            continue;
+        }
+        drop(cmds);
+        log::debug!("reaped pid {pid} (exit status {status})");
+        let _ = lock(&r.sink).send(Exit { pid, status });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decode_status() {
+        assert_eq!(decode(3 << 8), 3);
+        assert_eq!(decode(9), 137);
+    }
+
+    #[test]
+    fn spawn_without_reaper_waits_directly() {
+        // The test binary never installs the reaper.
+        let s = spawn(Command::new("sh").args(["-c", "exit 7"])).unwrap();
+        assert!(s.pid() > 0);
+        assert_eq!(s.wait().unwrap(), 7);
+    }
+}
