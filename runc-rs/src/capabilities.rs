@@ -12,12 +12,19 @@ pub enum CapsError {
     Apply { set: &'static str, source: caps::errors::CapsError },
 }
 
+/// The capabilities the running kernel knows (probed once: each probe is a
+/// prctl per capability).
+fn supported() -> &'static CapsHashSet {
+    static SUPPORTED: std::sync::OnceLock<CapsHashSet> = std::sync::OnceLock::new();
+    SUPPORTED.get_or_init(caps::runtime::thread_all_supported)
+}
+
 fn convert(set: &Option<Capabilities>) -> CapsHashSet {
     let mut out = HashSet::new();
     for c in set.iter().flatten() {
         match Cap::from_str(&format!("CAP_{c}")) {
             // Capabilities the running kernel does not know are skipped, as runc does.
-            Ok(cap) if caps::runtime::thread_all_supported().contains(&cap) => {
+            Ok(cap) if supported().contains(&cap) => {
                 out.insert(cap);
             }
             _ => log::warn!("ignoring unknown or unsupported capability {c}"),
@@ -30,7 +37,7 @@ fn convert(set: &Option<Capabilities>) -> CapsHashSet {
 /// root (needs CAP_SETPCAP) and before changing uid.
 pub fn drop_bounding(c: &LinuxCapabilities) -> Result<(), CapsError> {
     let keep = convert(c.bounding());
-    for cap in caps::runtime::thread_all_supported() {
+    for &cap in supported() {
         if !keep.contains(&cap) {
             caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapsError::Apply { set: "bounding", source })?;
         }

@@ -122,7 +122,7 @@ fn main() {
     match dispatch(&cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = error_message(&e);
             log::error!("{msg}");
             // With --log, runc also prints the error so a human sees it.
             let _ = writeln!(std::io::stderr(), "{msg}");
@@ -185,4 +185,22 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The error and its causes joined with ": ", skipping a cause whose text
+/// the message already carries (the library errors print their source in
+/// their own message, as runc's do).
+fn error_message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }

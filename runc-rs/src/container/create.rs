@@ -45,11 +45,19 @@ pub fn create(root: &Path, opts: &CreateOpts) -> Result<ContainerState, Containe
     match create_in(root, &dir, opts, spec, &mut st) {
         Ok(()) => Ok(st),
         Err(e) => {
+            // As runc destroys a container whose creation failed: kill what
+            // runs, remove the cgroup and state, then run poststop hooks.
+            if st.pid > 0 {
+                // init is our child (CLONE_PARENT): kill and reap it.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), nix::sys::signal::SIGKILL);
+                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(st.pid), None);
+            }
             if let Some(cg) = &st.cgroup {
                 let _ = cg.kill_all(libc::SIGKILL);
                 let _ = cg.delete();
             }
             let _ = std::fs::remove_dir_all(&dir);
+            super::delete::run_poststop(&st);
             Err(e)
         }
     }
@@ -71,8 +79,7 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
     cg.apply(&effective_resources(&spec))?;
 
     let fifo_path = dir.join(state::EXEC_FIFO);
-    nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o622))
-        .map_err(|source| ContainerError::Sys { what: format!("mkfifo {}", fifo_path.display()), source })?;
+    make_exec_fifo(&fifo_path, &spec)?;
     let fifo: OwnedFd = nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
         .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
         .map_err(|source| ContainerError::Sys { what: format!("open {}", fifo_path.display()), source })?;
@@ -106,9 +113,41 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
     st.pid = launched.pid;
     st.start_time = proc_stat(launched.pid).map(|s| s.start_time).unwrap_or(0);
     st.save(root)?;
+    // runc 1.1 runs poststart hooks here, at the end of `create` (its
+    // container.Start), not at `start`: they see the status "created", and
+    // their failure fails `create`.
+    let poststart = st.hooks.as_ref().and_then(|h| h.poststart().clone());
+    crate::hooks::run_all("poststart", poststart.as_ref(), &hook_state(st, Status::Created))?;
     if let Some(pf) = &opts.pid_file {
         let pf = std::path::absolute(pf).map_err(io_err("pid-file"))?;
         write_atomic(&pf, launched.pid.to_string().as_bytes())?;
+    }
+    Ok(())
+}
+
+/// exec.fifo, writable by the container's root whoever it is, as runc makes
+/// it: mode 0622 whatever our umask (init, possibly no longer root or in a
+/// user namespace, reopens it for writing), owned by the host uid/gid that
+/// the container's root maps to.
+fn make_exec_fifo(path: &Path, spec: &Spec) -> Result<(), ContainerError> {
+    use nix::sys::stat::{umask, Mode};
+    let old = umask(Mode::empty());
+    let res = nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o622));
+    umask(old);
+    res.map_err(|source| ContainerError::Sys { what: format!("mkfifo {}", path.display()), source })?;
+    let linux = spec.linux().as_ref();
+    let root_of = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.into_iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+            .unwrap_or(0)
+    };
+    let uid = root_of(linux.and_then(|l| l.uid_mappings().as_ref()));
+    let gid = root_of(linux.and_then(|l| l.gid_mappings().as_ref()));
+    if uid != 0 || gid != 0 {
+        nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
+            .map_err(|source| ContainerError::Sys { what: format!("chown {}", path.display()), source })?;
     }
     Ok(())
 }
@@ -132,23 +171,27 @@ fn rule(typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &s
     b.build().expect("device rule")
 }
 
-/// The spec's resources plus the device rules runc adds: the spec's own
-/// devices and the default nodes every container may use.
+/// The spec's resources plus the device rules runc 1.1 appends after them:
+/// mknod of anything, the default nodes, ptys and /dev/net/tun. The nodes of
+/// `linux.devices` get no rule of their own (only `linux.resources.devices`
+/// grants access), and a default node whose path `linux.devices` redefines
+/// loses its default rule, as in runc's specconv.
 fn effective_resources(spec: &Spec) -> LinuxResources {
     let linux = spec.linux().clone().unwrap_or_default();
     let mut res = linux.resources().clone().unwrap_or_default();
     let mut rules: Vec<LinuxDeviceCgroup> = res.devices().clone().unwrap_or_default();
-    for d in linux.devices().iter().flatten() {
-        rules.push(rule(d.typ(), Some(d.major()), Some(d.minor()), "rwm"));
-    }
+    let redefined = |path: &str| linux.devices().iter().flatten().any(|d| d.path() == Path::new(path));
     use LinuxDeviceType::{B, C};
     rules.push(rule(C, None, None, "m"));
     rules.push(rule(B, None, None, "m"));
-    for (major, minor) in [(1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9)] {
-        rules.push(rule(C, Some(major), Some(minor), "rwm"));
+    for node in crate::rootfs::devices::default_nodes() {
+        if !redefined(&node.path.to_string_lossy()) {
+            rules.push(rule(C, Some(node.major as i64), Some(node.minor as i64), "rwm"));
+        }
     }
     rules.push(rule(C, Some(136), None, "rwm"));
     rules.push(rule(C, Some(5), Some(2), "rwm"));
+    rules.push(rule(C, Some(10), Some(200), "rwm"));
     res.set_devices(Some(rules));
     res
 }

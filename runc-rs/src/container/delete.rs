@@ -69,10 +69,17 @@ fn destroy(root: &Path, st: &ContainerState) -> Result<(), ContainerError> {
         cg.delete()?;
     }
     std::fs::remove_dir_all(st.dir(root)).map_err(super::io_err(format!("remove {}", st.dir(root).display())))?;
+    run_poststop(st);
+    Ok(())
+}
+
+/// Runs the poststop hooks of a container whose init is gone (so, as in
+/// runc, their state has no pid). Failures are logged, not fatal: the
+/// container is gone already.
+pub(super) fn run_poststop(st: &ContainerState) {
     let poststop = st.hooks.as_ref().and_then(|h| h.poststop().clone());
-    // Poststop failures are logged, not fatal (the container is gone).
-    if let Err(e) = crate::hooks::run_all("poststop", poststop.as_ref(), &hook_state(st, Status::Stopped)) {
+    let gone = ContainerState { pid: 0, ..st.clone() };
+    if let Err(e) = crate::hooks::run_all("poststop", poststop.as_ref(), &hook_state(&gone, Status::Stopped)) {
         log::warn!("{e}");
     }
-    Ok(())
 }

@@ -41,18 +41,33 @@ pub fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Contain
     move |source| ContainerError::Io { what, source }
 }
 
-/// The runtime-spec state JSON that hooks read on stdin.
+/// The runtime-spec state JSON that hooks read on stdin. As in runc (Go's
+/// `omitempty`), a zero pid and empty annotations are left out: poststop
+/// hooks, which run once init is gone, get no pid.
 pub fn hook_state(st: &ContainerState, status: Status) -> Vec<u8> {
-    serde_json::json!({
+    state_json(&st.id, status, st.pid, &st.bundle, &st.annotations)
+}
+
+pub fn state_json(
+    id: &str,
+    status: Status,
+    pid: i32,
+    bundle: &Path,
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Vec<u8> {
+    let mut v = serde_json::json!({
         "ociVersion": crate::state::OCI_VERSION,
-        "id": st.id,
+        "id": id,
         "status": status.to_string(),
-        "pid": st.pid,
-        "bundle": st.bundle,
-        "annotations": st.annotations,
-    })
-    .to_string()
-    .into_bytes()
+        "bundle": bundle,
+    });
+    if pid > 0 {
+        v["pid"] = pid.into();
+    }
+    if !annotations.is_empty() {
+        v["annotations"] = serde_json::json!(annotations);
+    }
+    v.to_string().into_bytes()
 }
 
 /// Waits until `pid` (a process we did not fork) has gone, up to `timeout`.

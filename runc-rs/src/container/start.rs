@@ -1,4 +1,4 @@
-//! `start`: release init from exec.fifo, then run poststart hooks.
+//! `start`: release init from exec.fifo.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::Path;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::{hook_state, load, ContainerError};
+use super::{load, ContainerError};
 use crate::state::{ContainerState, Status, EXEC_FIFO};
 
 pub fn start(root: &Path, id: &str) -> Result<ContainerState, ContainerError> {
@@ -50,12 +50,7 @@ pub fn start(root: &Path, id: &str) -> Result<ContainerState, ContainerError> {
         }
     }
     let _ = std::fs::remove_file(&fifo_path);
-    let poststart = st.hooks.as_ref().and_then(|h| h.poststart().clone());
-    if let Err(e) = crate::hooks::run_all("poststart", poststart.as_ref(), &hook_state(&st, Status::Running)) {
-        // runc stops a container whose poststart hook failed.
-        let _ = super::delete::delete(root, id, true);
-        return Err(e.into());
-    }
+    // No poststart hooks here: runc 1.1 runs them at the end of `create`.
     Ok(st)
 }
 

@@ -76,6 +76,32 @@ pub fn home_for(uid: u32) -> String {
     "/".to_owned()
 }
 
+/// The process environment as runc 1.1 builds it: each `NAME=value` set in
+/// order like Go's os.Setenv (a repeated name keeps its first position and
+/// takes the last value), entries without `=` or with an empty name
+/// refused, and HOME added from `home` when unset or empty.
+pub fn process_env(env: &[String], home: impl FnOnce() -> String) -> Result<Vec<String>, String> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(env.len() + 1);
+    for pair in env {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(format!("process.env: invalid environment variable {pair:?}: missing '='"));
+        };
+        if name.is_empty() {
+            return Err(format!("process.env: invalid environment variable {pair:?}: name cannot be empty"));
+        }
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some(slot) => slot.1 = value.to_owned(),
+            None => out.push((name.to_owned(), value.to_owned())),
+        }
+    }
+    match out.iter_mut().find(|(n, _)| n == "HOME") {
+        Some(slot) if slot.1.is_empty() => slot.1 = home(),
+        Some(_) => {}
+        None => out.push(("HOME".to_owned(), home())),
+    }
+    Ok(out.into_iter().map(|(n, v)| format!("{n}={v}")).collect())
+}
+
 fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
@@ -100,4 +126,25 @@ pub fn look_path(name: &str, env: &[String]) -> Result<PathBuf, String> {
         }
     }
     Err(format!("exec: {name:?}: executable file not found in $PATH"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn env_like_runc() {
+        let got = process_env(&env(&["A=1", "DUP=first", "B=x=y", "DUP=second", "EMPTY="]), || "/root".into()).unwrap();
+        assert_eq!(got, env(&["A=1", "DUP=second", "B=x=y", "EMPTY=", "HOME=/root"]));
+        let kept = process_env(&env(&["HOME=/h"]), || unreachable!()).unwrap();
+        assert_eq!(kept, env(&["HOME=/h"]));
+        let filled = process_env(&env(&["HOME="]), || "/".into()).unwrap();
+        assert_eq!(filled, env(&["HOME=/"]));
+        assert!(process_env(&env(&["NOEQUALS"]), || "/".into()).is_err());
+        assert!(process_env(&env(&["=v"]), || "/".into()).is_err());
+    }
 }

@@ -64,6 +64,9 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, 
     chan.expect(Message::HooksDone, "HooksDone").map_err(|e| e.to_string())?;
     let state = init_state_json(cfg);
     let h = spec.hooks().as_ref();
+    // As in runc, init works from the rootfs directory, which createContainer
+    // hooks inherit as their working directory.
+    nix::unistd::chdir(&cfg.rootfs).map_err(|e| format!("chdir {}: {e}", cfg.rootfs.display()))?;
     hooks::run_all("createContainer", h.and_then(|h| h.create_container().as_ref()), &state).map_err(|e| e.to_string())?;
     if new_mntns {
         rootfs::switch_root(&cfg.rootfs, cfg.no_pivot).map_err(|e| e.to_string())?;
@@ -78,11 +81,10 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, 
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).map_err(|e| format!("hostname: sethostname {h:?}: {e}"))?;
     }
-    if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
-        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
-            return Err(format!("domainname: setdomainname {d:?}: {}", std::io::Error::last_os_error()));
-        }
-    }
+    // `domainname` is deliberately ignored: runc 1.1 does not implement the
+    // field (it arrived in runc 1.2), so its containers keep the new UTS
+    // namespace's "(none)". A domain name can still be set through the
+    // `kernel.domainname` sysctl, which runc 1.1 accepts.
     for (k, v) in linux.and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
         let path = Path::new("/proc/sys").join(k.replace('.', "/"));
         std::fs::write(&path, v).map_err(|e| format!("linux.sysctl: write {v:?} to {}: {e}", path.display()))?;
@@ -99,9 +101,7 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, 
     // Environment and program, resolved in the container's filesystem.
     let mut env: Vec<String> = process.env().clone().unwrap_or_default();
     env.extend(cfg.extra_env.iter().cloned());
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", identity::home_for(process.user().uid())));
-    }
+    let env = identity::process_env(&env, || identity::home_for(process.user().uid()))?;
     let args = process.args().as_deref().unwrap_or_default();
     let path = identity::look_path(&args[0], &env)?;
     let target = ExecTarget {
@@ -170,6 +170,7 @@ fn after_start(cfg: &LaunchConfig, t: &ExecTarget) -> Result<std::convert::Infal
     let _ = nix::unistd::close(fd);
     let h = cfg.spec.hooks().as_ref();
     hooks::run_all("startContainer", h.and_then(|h| h.start_container().as_ref()), &init_state_json(cfg)).map_err(|e| e.to_string())?;
+    reset_ignored_signals();
     let e = nix::unistd::execve(&t.path, &t.args, &t.env).unwrap_err();
     Err(format!("exec {:?}: {e}", t.path))
 }
@@ -225,17 +226,31 @@ fn close_exec_from(from: i32) {
 
 /// The state handed to hooks run by init (createContainer, startContainer).
 fn init_state_json(cfg: &LaunchConfig) -> Vec<u8> {
-    let v = serde_json::json!({
-        "ociVersion": crate::state::OCI_VERSION,
-        "id": cfg.id,
-        "status": "creating",
-        "pid": std::process::id(),
-        "bundle": cfg.bundle,
-        "annotations": cfg.spec.annotations().clone().unwrap_or_default(),
-    });
-    v.to_string().into_bytes()
+    let annotations = cfg.spec.annotations().clone().unwrap_or_default().into_iter().collect();
+    crate::container::state_json(&cfg.id, crate::state::Status::Creating, std::process::id() as i32, &cfg.bundle, &annotations)
 }
 
 pub fn spec_of(cfg: &LaunchConfig) -> &Spec {
     &cfg.spec
+}
+
+/// An ignored signal stays ignored across execve, so whatever the runtime's
+/// caller ignored (and Rust's own SIGPIPE) would leak into the container.
+/// Give every ignored signal its default disposition back, as runc's Go
+/// runtime does by installing handlers at start-up; like runc, leave
+/// signal 32 (glibc's thread-cancel signal, which Go never takes over).
+fn reset_ignored_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == 32 {
+            continue;
+        }
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // The raw syscall: glibc's sigaction refuses its reserved signals.
+        let rc = unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, std::ptr::null::<libc::sigaction>(), &mut old, 8) };
+        if rc == 0 && old.sa_sigaction == libc::SIG_IGN {
+            let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+            dfl.sa_sigaction = libc::SIG_DFL;
+            unsafe { libc::syscall(libc::SYS_rt_sigaction, sig, &dfl, std::ptr::null_mut::<libc::sigaction>(), 8) };
+        }
+    }
 }

@@ -8,9 +8,10 @@ use super::{init, LaunchConfig};
 use crate::namespaces::{self, Plan};
 
 /// Never returns: exits 0 after handing init's pid to the parent, or
-/// reports an error and exits 1.
-pub fn run(cfg: &LaunchConfig, chan: Channel) -> ! {
-    match setup(cfg, &chan) {
+/// reports an error and exits 1. `chan` is the intermediate's own channel;
+/// `init_chan` is handed to init, which talks to the parent over it alone.
+pub fn run(cfg: &LaunchConfig, chan: Channel, init_chan: Channel) -> ! {
+    match setup(cfg, &chan, &init_chan) {
         Ok(()) => unsafe { libc::_exit(0) },
         Err(e) => {
             let _ = chan.send(&Message::Error(e));
@@ -19,7 +20,7 @@ pub fn run(cfg: &LaunchConfig, chan: Channel) -> ! {
     }
 }
 
-fn setup(cfg: &LaunchConfig, chan: &Channel) -> Result<(), String> {
+fn setup(cfg: &LaunchConfig, chan: &Channel, init_chan: &Channel) -> Result<(), String> {
     chan.expect(Message::Go, "Go").map_err(|e| e.to_string())?;
     let process = cfg.spec.process().as_ref().expect("validated");
     if let Some(adj) = process.oom_score_adj() {
@@ -38,16 +39,24 @@ fn setup(cfg: &LaunchConfig, chan: &Channel) -> Result<(), String> {
     }
     if plan.has_user() {
         // Become root of the user namespace so that what follows is privileged there.
-        nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresgid(0) in user namespace: {e}"))?;
         nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid(0) in user namespace: {e}"))?;
     }
     namespaces::unshare(plan.new_flags).map_err(|e| e.to_string())?;
+    if plan.has_user() {
+        // The gid changes only after the other namespaces exist, as in
+        // runc's nsexec: objects made with them (the IPC namespace's mqueue
+        // root) are owned by our unmapped host gid, shown as the overflow gid.
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresgid(0) in user namespace: {e}"))?;
+    }
     if plan.new_flags.contains(namespaces::flag(LinuxNamespaceType::Time)) {
         write_time_offsets(cfg)?;
     }
     let pid = clone_parent().map_err(|e| format!("clone init: {e}"))?;
     if pid == 0 {
-        init::run(cfg, chan, &plan)
+        // init must not keep the intermediate's channel open: the parent
+        // learns that the intermediate died from that channel's EOF.
+        let _ = nix::unistd::close(chan.raw());
+        init::run(cfg, init_chan, &plan)
     }
     chan.send(&Message::InitPid(pid)).map_err(|e| e.to_string())?;
     Ok(())

@@ -46,20 +46,30 @@ pub struct Launched {
 
 /// Runs the whole creation dance. On error every child is killed and
 /// reaped; the caller removes the cgroup and state dir.
+///
+/// The intermediate and init each get their own channel. Sharing one would
+/// race: init may report (e.g. `RunCreateRuntimeHooks`) before the
+/// intermediate's `InitPid` reaches the parent, and the parent would take
+/// init for dead. With two channels the parent reads init's channel only
+/// once it knows init's pid; whatever init sent meanwhile waits in the socket.
 pub fn launch(cfg: &LaunchConfig, state_json: &dyn Fn(i32) -> Vec<u8>) -> Result<Launched, LaunchError> {
     let (parent_end, child_end) = channel::pair()?;
+    let (parent_init_end, init_end) = channel::pair()?;
     // Safety: the runtime is single-threaded here; the child only runs
     // async-signal-safe-enough code paths of its own before exec or exit.
     let intermediate_pid = match unsafe { fork() }.map_err(LaunchError::Fork)? {
         ForkResult::Child => {
             drop(parent_end);
-            intermediate::run(cfg, child_end)
+            drop(parent_init_end);
+            intermediate::run(cfg, child_end, init_end)
         }
         ForkResult::Parent { child } => child,
     };
     drop(child_end);
+    drop(init_end);
     let mut init_pid: Option<i32> = None;
-    let result = drive(cfg, &parent_end, intermediate_pid, &mut init_pid, state_json);
+    let result = drive_intermediate(cfg, &parent_end, intermediate_pid, &mut init_pid)
+        .and_then(|pid| drive_init(cfg, &parent_init_end, pid, state_json));
     if result.is_err() {
         if let Some(p) = init_pid {
             let _ = nix::sys::signal::kill(Pid::from_raw(p), nix::sys::signal::SIGKILL);
@@ -71,13 +81,13 @@ pub fn launch(cfg: &LaunchConfig, state_json: &dyn Fn(i32) -> Vec<u8>) -> Result
     result
 }
 
-fn drive(
+/// Cgroup placement, id maps, until the intermediate reports init's pid.
+fn drive_intermediate(
     cfg: &LaunchConfig,
     chan: &channel::Channel,
     intermediate_pid: Pid,
     init_pid: &mut Option<i32>,
-    state_json: &dyn Fn(i32) -> Vec<u8>,
-) -> Result<Launched, LaunchError> {
+) -> Result<i32, LaunchError> {
     if let Some(cg) = &cfg.cgroup {
         cg.add_pid(intermediate_pid.as_raw())?;
     }
@@ -94,9 +104,29 @@ fn drive(
             Message::InitPid(pid) => {
                 *init_pid = Some(pid);
                 let _ = waitpid(intermediate_pid, None);
+                return Ok(pid);
             }
+            Message::Error(e) => return Err(LaunchError::Child(e)),
+            other => return Err(channel::ChannelError::Unexpected { expected: "the intermediate's report", got: other }.into()),
+        }
+    }
+}
+
+/// Hooks and the seccomp listener on init's requests, until init is ready.
+fn drive_init(
+    cfg: &LaunchConfig,
+    chan: &channel::Channel,
+    pid: i32,
+    state_json: &dyn Fn(i32) -> Vec<u8>,
+) -> Result<Launched, LaunchError> {
+    loop {
+        let msg = match chan.recv() {
+            Ok(m) => m,
+            Err(channel::ChannelError::Eof) => return Err(LaunchError::InitDied),
+            Err(e) => return Err(e.into()),
+        };
+        match msg {
             Message::RunCreateRuntimeHooks => {
-                let pid = init_pid.ok_or(LaunchError::InitDied)?;
                 let state = state_json(pid);
                 let h = cfg.spec.hooks().as_ref();
                 hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), &state)?;
@@ -105,15 +135,11 @@ fn drive(
             }
             Message::SeccompNotifyFd => {
                 let fd = recv_fd(chan.raw())?;
-                let pid = init_pid.ok_or(LaunchError::InitDied)?;
                 send_to_listener(cfg, fd, &state_json(pid))?;
             }
-            Message::Ready => {
-                let pid = init_pid.ok_or(LaunchError::InitDied)?;
-                return Ok(Launched { pid });
-            }
+            Message::Ready => return Ok(Launched { pid }),
             Message::Error(e) => return Err(LaunchError::Child(e)),
-            other => return Err(channel::ChannelError::Unexpected { expected: "a child's report", got: other }.into()),
+            other => return Err(channel::ChannelError::Unexpected { expected: "init's report", got: other }.into()),
         }
     }
 }

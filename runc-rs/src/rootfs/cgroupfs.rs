@@ -85,9 +85,8 @@ pub fn mount_cgroup(ctx: &RootfsContext, m: &Mount, opts: &ParsedOptions, dest: 
             }
         }
     }
-    if opts.flags.contains(MsFlags::MS_RDONLY) {
-        remount_bind(dest, DEFAULT_FLAGS | MsFlags::MS_RDONLY, ctx.in_userns)?;
-    }
+    // The tmpfs itself stays read-write, as runc leaves it: only the
+    // hierarchies below it carry the mount's `ro`.
     let _ = m;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! /dev inside the container: the default device nodes, the spec's
 //! devices, and the usual symlinks.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
@@ -52,7 +53,12 @@ pub fn create_nodes(rootfs: &Path, nodes: &[DeviceNode], in_userns: bool) -> Res
     for n in nodes {
         let dest = secure_join(rootfs, &n.path).map_err(RootfsError::Path)?;
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| RootfsError::Create { path: parent.to_owned(), source })?;
+            // 0755 as runc makes them (the umask is 0 while /dev is filled).
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(|source| RootfsError::Create { path: parent.to_owned(), source })?;
         }
         let _ = std::fs::remove_file(&dest);
         if in_userns {

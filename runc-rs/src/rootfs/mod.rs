@@ -133,8 +133,12 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
         paths::mask(Path::new(p))?;
     }
     for m in spec.mounts().iter().flatten() {
-        if m.destination() == Path::new("/dev") && m.options().iter().flatten().any(|o| o == "ro") {
-            mounts::remount_bind(Path::new("/dev"), MsFlags::MS_RDONLY, true)?;
+        let opts = options::parse(m.options().as_deref().unwrap_or_default());
+        if mounts::defers_readonly(m) && opts.flags.contains(MsFlags::MS_RDONLY) {
+            // A bind remount changes only this mount's flags (the tmpfs
+            // superblock stays rw), and is allowed in a user namespace.
+            let dest = secure_join(Path::new("/"), m.destination()).map_err(RootfsError::Path)?;
+            mounts::remount_bind(&dest, opts.flags, true)?;
         }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {

@@ -1,5 +1,6 @@
 //! Mounting one spec entry into the rootfs (before pivot_root).
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -65,14 +66,17 @@ fn apply_propagation(dest: &Path, p: &ParsedOptions) -> Result<(), RootfsError> 
 /// of a bind mount is not a directory.
 fn create_target(dest: &Path, dir: bool) -> Result<(), RootfsError> {
     let err = |source| RootfsError::Create { path: dest.to_owned(), source };
+    // 0755 as runc's MkdirAll makes them (the umask is 0 during mounts).
+    let mkdir_p = |p: &Path| std::fs::DirBuilder::new().recursive(true).mode(0o755).create(p);
     if dir {
-        std::fs::create_dir_all(dest).map_err(err)
+        mkdir_p(dest).map_err(err)
     } else {
         if let Some(parent) = dest.parent() {
-            std::fs::create_dir_all(parent).map_err(err)?;
+            mkdir_p(parent).map_err(err)?;
         }
         if std::fs::symlink_metadata(dest).is_err() {
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dest).map_err(err)?;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o755).open(dest).map_err(err)?;
         }
         Ok(())
     }
@@ -88,16 +92,34 @@ pub fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<(), RootfsError> {
     if typ == "cgroup" || typ == "cgroup2" {
         return super::cgroupfs::mount_cgroup(ctx, m, &opts, &dest);
     }
+    // A tmpfs over an existing directory takes that directory's mode, as
+    // runc does (it chmods the new mount's root).
+    let prior_mode = match std::fs::metadata(&dest) {
+        Ok(md) if typ == "tmpfs" && md.is_dir() => Some(md.permissions()),
+        _ => None,
+    };
     create_target(&dest, true)?;
     let src = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
     let mut flags = opts.flags;
-    // /dev is filled with device nodes after mounting: make it read-only
-    // only at the end (see finalize).
-    if m.destination() == Path::new("/dev") {
+    // /dev is filled with device nodes after mounting, and other mounts may
+    // need mount points inside a tmpfs: both are made read-only only at the
+    // end, with a bind remount (see `defers_readonly` and finalize).
+    if defers_readonly(m) {
         flags.remove(MsFlags::MS_RDONLY);
     }
     do_mount(Some(&src), &dest, Some(typ), flags, opts.data_string().as_deref())?;
+    if let Some(perm) = prior_mode {
+        std::fs::set_permissions(&dest, perm).map_err(|source| RootfsError::Create { path: dest.clone(), source })?;
+    }
     apply_propagation(&dest, &opts)
+}
+
+/// Mounts that are mounted read-write and remounted read-only after the
+/// root switch (runc's mountPropagate/finalizeRootfs): every tmpfs and /dev.
+pub fn defers_readonly(m: &Mount) -> bool {
+    let typ = m.typ().as_deref().unwrap_or("none");
+    let bind = parse(m.options().as_deref().unwrap_or_default()).is_bind() || typ == "bind";
+    !bind && (typ == "tmpfs" || m.destination() == Path::new("/dev"))
 }
 
 fn bind_entry(ctx: &RootfsContext, m: &Mount, opts: &ParsedOptions, dest: &Path) -> Result<(), RootfsError> {

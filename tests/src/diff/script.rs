@@ -183,6 +183,10 @@ fn parse_section(name: &str, body: &str, obs: &mut Observations) {
                 "Uid",
                 "Gid",
                 "Groups",
+                // Signal dispositions survive execve: a runtime that
+                // ignores or blocks a signal leaks it into the container.
+                "SigIgn",
+                "SigBlk",
             ];
             for l in body.lines() {
                 if let Some((k, v)) = l.split_once(':') {
