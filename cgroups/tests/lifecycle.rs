@@ -306,3 +306,41 @@ fn named_systemd_hierarchy_is_joined_but_never_written() {
     t.mgr.delete().unwrap();
     assert!(!dir.exists());
 }
+
+/// A process that places itself (the runtime's fast path) ends up in every
+/// hierarchy, exactly like one placed with add_pid.
+#[test]
+fn enter_self_joins_every_hierarchy() {
+    let t = TestCg::created("self");
+    // Two pipes: child → parent ("placed"), parent → child ("looked").
+    let (placed_r, placed_w) = nix::unistd::pipe().unwrap();
+    let (looked_r, looked_w) = nix::unistd::pipe().unwrap();
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let ok = t.mgr.enter_self(false).is_ok();
+            let _ = nix::unistd::write(&placed_w, if ok { b"y" } else { b"n" });
+            let mut b = [0u8; 1];
+            let _ = nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&looked_r), &mut b);
+            unsafe { libc::_exit(0) };
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let mut b = [0u8; 1];
+            nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&placed_r), &mut b).unwrap();
+            assert_eq!(&b, b"y", "enter_self succeeded");
+            let cg = std::fs::read_to_string(format!("/proc/{child}/cgroup")).unwrap();
+            let path = t.mgr.cgroups_path().to_owned();
+            for line in cg.lines() {
+                // Every hierarchy the manager knows lists the container's path.
+                let (_, rest) = line.split_once(':').unwrap();
+                let (ctrls, p) = rest.split_once(':').unwrap();
+                let known = t.mgr.paths().keys().any(|k| ctrls.split(',').any(|c| c == k || (k == "systemd" && c == "name=systemd")) || (k == "unified" && ctrls.is_empty()));
+                if known {
+                    assert!(p.ends_with(&path), "{line} lists {path}");
+                }
+            }
+            assert!(t.mgr.pids().unwrap().contains(&child.as_raw()));
+            nix::unistd::write(&looked_w, b"x").unwrap();
+            nix::sys::wait::waitpid(child, None).unwrap();
+        }
+    }
+}

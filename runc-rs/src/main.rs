@@ -111,6 +111,83 @@ enum Command {
     },
     /// Print the features this runtime supports, as JSON.
     Features,
+    /// Run a new process inside a container.
+    Exec(ExecArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExecArgs {
+    /// Unix socket that receives the pty master.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Working directory in the container.
+    #[arg(long)]
+    cwd: Option<String>,
+    /// Set an environment variable (repeatable).
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// Allocate a pseudo-TTY.
+    #[arg(short, long)]
+    tty: bool,
+    /// uid[:gid]
+    #[arg(short, long)]
+    user: Option<String>,
+    /// An additional gid (repeatable).
+    #[arg(short = 'g', long = "additional-gids", allow_negative_numbers = true)]
+    additional_gids: Vec<i64>,
+    /// A process.json; the process flags are then ignored.
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    /// Detach from the process.
+    #[arg(short, long)]
+    detach: bool,
+    /// File to write the process's pid to.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// SELinux label of the process.
+    #[arg(long = "process-label")]
+    process_label: Option<String>,
+    /// AppArmor profile of the process.
+    #[arg(long)]
+    apparmor: Option<String>,
+    /// Set no_new_privs for the process.
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    /// Add a capability to the bounding, effective, permitted and ambient sets (repeatable).
+    #[arg(short = 'c', long = "cap")]
+    cap: Vec<String>,
+    /// Pass N more fds (from 3) into the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: i32,
+    /// Allow exec in a paused container.
+    #[arg(long = "ignore-paused")]
+    ignore_paused: bool,
+    container_id: String,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn exec_opts(a: &ExecArgs) -> runc_rs::container::exec::ExecOpts {
+    runc_rs::container::exec::ExecOpts {
+        id: a.container_id.clone(),
+        process: a.process.clone(),
+        args: a.command.clone(),
+        tty: a.tty,
+        console_socket: a.console_socket.clone(),
+        detach: a.detach,
+        pid_file: a.pid_file.clone(),
+        cwd: a.cwd.clone(),
+        env: a.env.clone(),
+        user: a.user.clone(),
+        additional_gids: a.additional_gids.clone(),
+        caps: a.cap.clone(),
+        no_new_privs: a.no_new_privs,
+        apparmor: a.apparmor.clone(),
+        process_label: a.process_label.clone(),
+        preserve_fds: a.preserve_fds,
+        ignore_paused: a.ignore_paused,
+    }
 }
 
 fn main() {
@@ -119,14 +196,18 @@ fn main() {
         eprintln!("open log file {:?}: {e}", cli.log);
         std::process::exit(1);
     }
-    match dispatch(&cli) {
+    let result = dispatch(&cli);
+    // runc reports a failed exec as "exec failed: ..." with status 255, so
+    // that callers can tell it from the process's own exit status.
+    let (prefix, status) = if matches!(cli.command, Command::Exec(_)) { ("exec failed: ", 255) } else { ("", 1) };
+    match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            let msg = error_message(&e);
+            let msg = format!("{prefix}{}", error_message(&e));
             log::error!("{msg}");
             // With --log, runc also prints the error so a human sees it.
             let _ = writeln!(std::io::stderr(), "{msg}");
-            std::process::exit(1);
+            std::process::exit(status);
         }
     }
 }
@@ -179,6 +260,9 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             }
             let spec = runc_rs::features::default_spec(*rootless);
             std::fs::write(&path, serde_json::to_string_pretty(&spec)?).with_context(|| format!("write {}", path.display()))?;
+        }
+        Command::Exec(a) => {
+            return Ok(runc_rs::container::exec::exec(root, &exec_opts(a))?);
         }
         Command::Features => {
             println!("{}", serde_json::to_string_pretty(&runc_rs::features::features_json())?);

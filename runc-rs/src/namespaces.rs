@@ -83,6 +83,25 @@ impl Plan {
         Ok(plan)
     }
 
+    /// Joining every namespace of a running container (exec): the types the
+    /// container's spec lists, new or joined, each at `/proc/<init>/ns/<t>`,
+    /// user first. Namespaces the spec does not list are the host's, which
+    /// the caller already shares, as in runc. A user namespace that is the
+    /// caller's own is skipped: setns(2) refuses to re-enter it.
+    pub fn join_container(types: &[LinuxNamespaceType], init_pid: i32) -> Result<Plan, NamespaceError> {
+        let mut plan = Plan { new_flags: CloneFlags::empty(), new_user: false, join: vec![] };
+        for &typ in types {
+            let path = PathBuf::from(format!("/proc/{init_pid}/ns/{}", name(typ)));
+            if typ == LinuxNamespaceType::User && same_file(&path, std::path::Path::new("/proc/self/ns/user")) {
+                continue;
+            }
+            let fd = std::fs::File::open(&path).map_err(|source| NamespaceError::Open { kind: name(typ), path: path.clone(), source })?;
+            plan.join.push(JoinTarget { typ, path, fd: fd.into() });
+        }
+        plan.join.sort_by_key(|j| if j.typ == LinuxNamespaceType::User { 0 } else { 1 });
+        Ok(plan)
+    }
+
     pub fn has_user(&self) -> bool {
         self.new_user || self.join.iter().any(|j| j.typ == LinuxNamespaceType::User)
     }
@@ -108,4 +127,12 @@ pub fn unshare(flags: CloneFlags) -> Result<(), NamespaceError> {
         return Ok(());
     }
     nix::sched::unshare(flags).map_err(|source| NamespaceError::Unshare { flags, source })
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }

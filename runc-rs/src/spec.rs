@@ -47,7 +47,7 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
 /// oci-spec's types refuse them. Removes them from the five sets of
 /// `process.capabilities`, with one warning naming them. Values that are not
 /// strings are left for the deserializer to refuse.
-fn drop_unknown_capabilities(spec: &mut serde_json::Value) {
+pub(crate) fn drop_unknown_capabilities(spec: &mut serde_json::Value) {
     use oci_spec::runtime::Capability;
     let Some(sets) = spec.pointer_mut("/process/capabilities").and_then(|c| c.as_object_mut()) else { return };
     let mut unknown: Vec<String> = vec![];

@@ -81,6 +81,9 @@ pub struct ContainerState {
     pub hooks: Option<oci_spec::runtime::Hooks>,
     /// The spec as created (exec and update read it).
     pub config: Option<oci_spec::runtime::Spec>,
+    /// `create --no-new-keyring`: exec then keeps the caller's keyring too.
+    #[serde(default)]
+    pub no_new_keyring: bool,
 }
 
 /// `runc state` output: the runtime-spec state plus runc's extras.

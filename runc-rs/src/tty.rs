@@ -35,6 +35,29 @@ pub fn send_fd(sock: RawFd, name: &str, fd: RawFd) -> nix::Result<()> {
     Ok(())
 }
 
+/// Receives one fd sent with [`send_fd`] (the payload is discarded);
+/// `None` when the peer closed the socket without sending one.
+pub fn recv_fd(sock: RawFd) -> nix::Result<Option<OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned};
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = loop {
+        match recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::Error::EINTR) => continue,
+            r => break r?,
+        }
+    };
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(fd) = fds.first() {
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(*fd) }));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Opens a new pty in the container's /dev/pts. Returns (master, slave, slave path).
 pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String), TtyError> {
     use nix::fcntl::OFlag;

@@ -41,6 +41,7 @@ pub fn create(root: &Path, opts: &CreateOpts) -> Result<ContainerState, Containe
         shared_pid_ns: !has_new_ns(&spec, LinuxNamespaceType::Pid),
         hooks: spec.hooks().clone(),
         config: Some(spec.clone()),
+        no_new_keyring: opts.no_new_keyring,
     };
     match create_in(root, &dir, opts, spec, &mut st) {
         Ok(()) => Ok(st),
@@ -75,6 +76,7 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
     // Recorded before the cgroup exists: a crash from here on still leaves
     // `delete --force` enough to remove it.
     st.save(root)?;
+    log::debug!("create: creating cgroup");
     cg.create()?;
     cg.apply(&effective_resources(&spec))?;
 
@@ -105,6 +107,7 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
         extra_env,
     };
     let snapshot = st.clone();
+    log::debug!("create: launching init");
     let launched = parent::launch(&cfg, &|pid| {
         let mut s = snapshot.clone();
         s.pid = pid;

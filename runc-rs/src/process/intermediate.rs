@@ -41,6 +41,7 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, init_chan: &Channel) -> Result<(), 
         // Become root of the user namespace so that what follows is privileged there.
         nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid(0) in user namespace: {e}"))?;
     }
+    log::debug!("intermediate: creating namespaces");
     namespaces::unshare(plan.new_flags).map_err(|e| e.to_string())?;
     if plan.has_user() {
         // The gid changes only after the other namespaces exist, as in
@@ -51,6 +52,7 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, init_chan: &Channel) -> Result<(), 
     if plan.new_flags.contains(namespaces::flag(LinuxNamespaceType::Time)) {
         write_time_offsets(cfg)?;
     }
+    log::debug!("intermediate: cloning init");
     let pid = clone_parent().map_err(|e| format!("clone init: {e}"))?;
     if pid == 0 {
         // init must not keep the intermediate's channel open: the parent
@@ -78,7 +80,7 @@ fn write_time_offsets(cfg: &LaunchConfig) -> Result<(), String> {
 /// fork(2) with CLONE_PARENT: the new process's parent is our parent, so
 /// that `runc run` can wait for init and, after `create` exits, init is
 /// reparented to the caller's subreaper (the shim).
-fn clone_parent() -> nix::Result<i32> {
+pub(super) fn clone_parent() -> nix::Result<i32> {
     let rc = unsafe {
         libc::syscall(libc::SYS_clone, (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
     };

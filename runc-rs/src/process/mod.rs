@@ -12,10 +12,13 @@
 //!   seccomp, reports `Ready`, blocks on `exec.fifo` until `start`, execs.
 
 pub mod channel;
+pub mod exec;
+pub mod finalize;
 pub mod identity;
 pub mod init;
 pub mod intermediate;
 pub mod parent;
+pub mod spawn;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;

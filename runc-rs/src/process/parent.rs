@@ -1,12 +1,13 @@
 //! The parent side of `create`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use oci_spec::runtime::LinuxIdMapping;
 
 use super::channel::{self, ChildOrChannel, Message};
+use super::exec::ExecConfig;
 use super::{intermediate, LaunchConfig};
 use crate::hooks;
 
@@ -39,9 +40,32 @@ impl From<ChildOrChannel> for LaunchError {
     }
 }
 
-/// A started init, waiting on exec.fifo.
+/// A started init (waiting on exec.fifo), or a started exec process.
 pub struct Launched {
     pub pid: i32,
+}
+
+/// What the children are to do: create a container, or exec in one.
+#[derive(Clone, Copy)]
+enum Job<'a> {
+    Create(&'a LaunchConfig),
+    Exec(&'a ExecConfig),
+}
+
+impl Job<'_> {
+    fn spec(&self) -> &oci_spec::runtime::Spec {
+        match self {
+            Job::Create(c) => &c.spec,
+            Job::Exec(c) => &c.spec,
+        }
+    }
+
+    fn cgroup(&self) -> Option<&cgroups::Manager> {
+        match self {
+            Job::Create(c) => c.cgroup.as_ref(),
+            Job::Exec(c) => c.cgroup.as_ref(),
+        }
+    }
 }
 
 /// Runs the whole creation dance. On error every child is killed and
@@ -53,23 +77,49 @@ pub struct Launched {
 /// init for dead. With two channels the parent reads init's channel only
 /// once it knows init's pid; whatever init sent meanwhile waits in the socket.
 pub fn launch(cfg: &LaunchConfig, state_json: &dyn Fn(i32) -> Vec<u8>) -> Result<Launched, LaunchError> {
+    launch_job(Job::Create(cfg), state_json)
+}
+
+/// `exec`: the same dance with the exec variants of the children (see
+/// [`super::exec`]); returns once the new process is about to execve. Its
+/// seccomp listener, if any, is told the container is running, with init's
+/// pid, as runc does.
+pub fn launch_exec(cfg: &ExecConfig) -> Result<Launched, LaunchError> {
+    let state = |_pid: i32| {
+        crate::container::state_json(&cfg.id, crate::state::Status::Running, cfg.init_pid, &cfg.bundle, &cfg.annotations)
+    };
+    launch_job(Job::Exec(cfg), &state)
+}
+
+fn launch_job(job: Job, state_json: &dyn Fn(i32) -> Vec<u8>) -> Result<Launched, LaunchError> {
     let (parent_end, child_end) = channel::pair()?;
     let (parent_init_end, init_end) = channel::pair()?;
     // Safety: the runtime is single-threaded here; the child only runs
     // async-signal-safe-enough code paths of its own before exec or exit.
-    let intermediate_pid = match unsafe { fork() }.map_err(LaunchError::Fork)? {
-        ForkResult::Child => {
+    let cgroup = job.cgroup();
+    let intermediate_pid = match unsafe { super::spawn::fork_into(cgroup.and_then(|c| c.unified_dir())) }.map_err(LaunchError::Fork)? {
+        super::spawn::Forked::Child { in_unified } => {
             drop(parent_end);
             drop(parent_init_end);
-            intermediate::run(cfg, child_end, init_end)
+            // The child places itself: cheaper than the parent moving it.
+            if let Some(cg) = cgroup {
+                if let Err(e) = cg.enter_self(in_unified) {
+                    let _ = child_end.send(&Message::Error(format!("join cgroup: {e}")));
+                    unsafe { libc::_exit(1) }
+                }
+            }
+            match job {
+                Job::Create(cfg) => intermediate::run(cfg, child_end, init_end),
+                Job::Exec(cfg) => super::exec::intermediate(cfg, child_end, init_end),
+            }
         }
-        ForkResult::Parent { child } => child,
+        super::spawn::Forked::Parent(child) => child,
     };
     drop(child_end);
     drop(init_end);
     let mut init_pid: Option<i32> = None;
-    let result = drive_intermediate(cfg, &parent_end, intermediate_pid, &mut init_pid)
-        .and_then(|pid| drive_init(cfg, &parent_init_end, pid, state_json));
+    let result = drive_intermediate(job, &parent_end, intermediate_pid, &mut init_pid)
+        .and_then(|pid| drive_init(job, &parent_init_end, pid, state_json));
     if result.is_err() {
         if let Some(p) = init_pid {
             let _ = nix::sys::signal::kill(Pid::from_raw(p), nix::sys::signal::SIGKILL);
@@ -83,16 +133,14 @@ pub fn launch(cfg: &LaunchConfig, state_json: &dyn Fn(i32) -> Vec<u8>) -> Result
 
 /// Cgroup placement, id maps, until the intermediate reports init's pid.
 fn drive_intermediate(
-    cfg: &LaunchConfig,
+    job: Job,
     chan: &channel::Channel,
     intermediate_pid: Pid,
     init_pid: &mut Option<i32>,
 ) -> Result<i32, LaunchError> {
-    if let Some(cg) = &cfg.cgroup {
-        cg.add_pid(intermediate_pid.as_raw())?;
-    }
+    // The intermediate has placed itself in the cgroup before reading Go.
     chan.send(&Message::Go)?;
-    let linux = cfg.spec.linux().as_ref();
+    let linux = job.spec().linux().as_ref();
     loop {
         match chan.recv()? {
             Message::UserNsReady => {
@@ -114,7 +162,7 @@ fn drive_intermediate(
 
 /// Hooks and the seccomp listener on init's requests, until init is ready.
 fn drive_init(
-    cfg: &LaunchConfig,
+    job: Job,
     chan: &channel::Channel,
     pid: i32,
     state_json: &dyn Fn(i32) -> Vec<u8>,
@@ -128,14 +176,14 @@ fn drive_init(
         match msg {
             Message::RunCreateRuntimeHooks => {
                 let state = state_json(pid);
-                let h = cfg.spec.hooks().as_ref();
+                let h = job.spec().hooks().as_ref();
                 hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), &state)?;
                 hooks::run_all("createRuntime", h.and_then(|h| h.create_runtime().as_ref()), &state)?;
                 chan.send(&Message::HooksDone)?;
             }
             Message::SeccompNotifyFd => {
                 let fd = recv_fd(chan.raw())?;
-                send_to_listener(cfg, fd, &state_json(pid))?;
+                send_to_listener(job.spec(), fd, &state_json(pid), pid)?;
             }
             Message::Ready => return Ok(Launched { pid }),
             Message::Error(e) => return Err(LaunchError::Child(e)),
@@ -156,26 +204,14 @@ fn write_map(pid: i32, file: &'static str, maps: &[LinuxIdMapping]) -> Result<()
 }
 
 fn recv_fd(sock: i32) -> Result<OwnedFd, LaunchError> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = [0u8; 16];
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut space = nix::cmsg_space!([i32; 1]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .map_err(|e| LaunchError::Channel(channel::ChannelError::Io(e)))?;
-    for c in msg.cmsgs().map_err(|e| LaunchError::Channel(channel::ChannelError::Io(e)))? {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(fd) = fds.first() {
-                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
-            }
-        }
-    }
-    Err(LaunchError::Channel(channel::ChannelError::Eof))
+    let io = |e| LaunchError::Channel(channel::ChannelError::Io(e));
+    crate::tty::recv_fd(sock).map_err(io)?.ok_or(LaunchError::Channel(channel::ChannelError::Eof))
 }
 
 /// Hands the seccomp notify fd to the listener named by the spec, with the
 /// container process state, as runc does.
-fn send_to_listener(cfg: &LaunchConfig, fd: OwnedFd, state: &[u8]) -> Result<(), LaunchError> {
-    let seccomp = cfg.spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+fn send_to_listener(spec: &oci_spec::runtime::Spec, fd: OwnedFd, state: &[u8], pid: i32) -> Result<(), LaunchError> {
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
     let Some(path) = seccomp.and_then(|s| s.listener_path().as_ref()) else { return Ok(()) };
     let err = |source| LaunchError::SeccompListener { path: path.display().to_string(), source };
     let sock = std::os::unix::net::UnixStream::connect(path).map_err(err)?;
@@ -183,7 +219,7 @@ fn send_to_listener(cfg: &LaunchConfig, fd: OwnedFd, state: &[u8]) -> Result<(),
     let msg = serde_json::json!({
         "ociVersion": crate::state::OCI_VERSION,
         "fds": ["seccompFd"],
-        "pid": state.get("pid"),
+        "pid": pid,
         "metadata": seccomp.and_then(|s| s.listener_metadata().clone()).unwrap_or_default(),
         "state": state,
     });

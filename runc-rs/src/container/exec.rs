@@ -1,0 +1,264 @@
+//! `exec`: a new process in a running container, from a process.json
+//! (`--process`) or from the container's process overridden by the command
+//! line, confined like the container's init (see `process::exec`).
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Capability, LinuxCapabilities, Process, User};
+
+use super::foreground::{Console, Foreground};
+use super::{load, ContainerError};
+use crate::process::exec::ExecConfig;
+use crate::process::parent;
+use crate::state::Status;
+use crate::utils::write_atomic;
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecOpts {
+    pub id: String,
+    /// `--process`: a runtime-spec process JSON; the other process flags are then ignored.
+    pub process: Option<PathBuf>,
+    /// The command and its arguments (without `--process`).
+    pub args: Vec<String>,
+    pub tty: bool,
+    pub console_socket: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub cwd: Option<String>,
+    pub env: Vec<String>,
+    /// `uid[:gid]`
+    pub user: Option<String>,
+    pub additional_gids: Vec<i64>,
+    pub caps: Vec<String>,
+    pub no_new_privs: bool,
+    pub apparmor: Option<String>,
+    pub process_label: Option<String>,
+    pub preserve_fds: i32,
+    pub ignore_paused: bool,
+}
+
+fn bad(msg: impl Into<String>) -> ContainerError {
+    ContainerError::Precondition(msg.into())
+}
+
+/// Starts the process. Detached: returns 0 once it runs. In the foreground:
+/// waits for it, forwarding signals, and returns its exit code.
+pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
+    let st = load(root, &opts.id)?;
+    match st.status(root) {
+        Status::Stopped => return Err(bad("cannot exec in a stopped container")),
+        Status::Paused if !opts.ignore_paused => {
+            return Err(bad("cannot exec in a paused container (use --ignore-paused to override)"))
+        }
+        _ => {}
+    }
+    if opts.process.is_none() && opts.args.is_empty() {
+        return Err(bad("process args cannot be empty"));
+    }
+    let spec = st.config.clone().ok_or_else(|| bad("the container's state has no spec (created by an older runc-rs?)"))?;
+    let base = spec.process().clone().ok_or_else(|| bad("the container's spec has no process"))?;
+    let process = match &opts.process {
+        Some(path) => from_file(path, &base)?,
+        None => from_flags(opts, base)?,
+    };
+    validate(&process)?;
+    let terminal = process.terminal().unwrap_or(false);
+    // runc's checkTerminal, word for word.
+    if opts.detach && terminal && opts.console_socket.is_none() {
+        return Err(bad("cannot allocate tty if runc will detach without setting console socket"));
+    }
+    if (!opts.detach || !terminal) && opts.console_socket.is_some() {
+        return Err(bad("cannot use console socket if runc will not detach or allocate tty"));
+    }
+    for i in 0..opts.preserve_fds {
+        let fd = 3 + i;
+        std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .map_err(|e| bad(format!("unable to stat preserved-fd {i} (of {}): {e}", opts.preserve_fds)))?;
+    }
+
+    // Signals queue from now on: none is lost between the start of the
+    // process and the wait.
+    let mut fg = if opts.detach { None } else { Some(Foreground::block()?) };
+    let (console_socket, our_end, host) = match (&opts.console_socket, terminal) {
+        (Some(path), _) => (Some(crate::tty::connect(path)?), None, None),
+        (None, true) => {
+            let host = Console::host_terminal()?;
+            let (a, b) = std::os::unix::net::UnixStream::pair().map_err(super::io_err("console socketpair"))?;
+            (Some(OwnedFd::from(b)), Some(a), Some(host))
+        }
+        (None, false) => (None, None, None),
+    };
+    let cfg = ExecConfig {
+        id: st.id.clone(),
+        spec: spec.clone(),
+        process,
+        init_pid: st.pid,
+        bundle: st.bundle.clone(),
+        annotations: st.annotations.clone(),
+        console_socket,
+        passed_fds: opts.preserve_fds,
+        cgroup: st.cgroup.clone(),
+        no_new_keyring: st.no_new_keyring,
+    };
+    let launched = parent::launch_exec(&cfg)?;
+    drop(cfg);
+    let pid = launched.pid;
+    let kill_it = || {
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    };
+    let mut console = match (our_end, host) {
+        (Some(sock), Some(host)) => {
+            // init sent the master before it reported ready: it is queued.
+            let master = match crate::tty::recv_fd(std::os::fd::AsRawFd::as_raw_fd(&sock)) {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    kill_it();
+                    return Err(bad("the exec process sent no pty master"));
+                }
+                Err(source) => {
+                    kill_it();
+                    return Err(ContainerError::Sys { what: "receive the pty master".into(), source });
+                }
+            };
+            match Console::new(master, host) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    kill_it();
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
+    if let Some(pf) = &opts.pid_file {
+        let written = std::path::absolute(pf)
+            .map_err(super::io_err("pid-file"))
+            .and_then(|pf| write_atomic(&pf, pid.to_string().as_bytes()).map_err(Into::into));
+        if let Err(e) = written {
+            kill_it();
+            return Err(e);
+        }
+    }
+    match fg.as_mut() {
+        None => Ok(0),
+        Some(fg) => Ok(fg.wait(pid, console.as_mut())),
+    }
+}
+
+/// `--process FILE`: the process as given, with runc's fallbacks to the
+/// container's own capabilities, rlimits and AppArmor profile when unset.
+fn from_file(path: &Path, base: &Process) -> Result<Process, ContainerError> {
+    let data = std::fs::read(path).map_err(super::io_err(format!("open {}", path.display())))?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&data).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+    let obj = v.as_object_mut().ok_or_else(|| bad(format!("{}: a process must be a JSON object", path.display())))?;
+    // Go's decoder leaves missing fields at their zero values; oci-spec
+    // requires these two.
+    obj.entry("user").or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+    obj.entry("cwd").or_insert_with(|| serde_json::json!(""));
+    let mut wrapped = serde_json::json!({ "process": v });
+    crate::spec::drop_unknown_capabilities(&mut wrapped);
+    let v = wrapped["process"].take();
+    let mut p: Process = serde_path_to_error::deserialize(v)
+        .map_err(|e| bad(format!("{}: {}: {}", path.display(), e.path(), e.inner())))?;
+    if p.capabilities().is_none() {
+        p.set_capabilities(base.capabilities().clone());
+    }
+    if p.rlimits().as_ref().is_none_or(|r| r.is_empty()) {
+        p.set_rlimits(base.rlimits().clone());
+    }
+    if p.apparmor_profile().as_ref().is_none_or(|a| a.is_empty()) {
+        p.set_apparmor_profile(base.apparmor_profile().clone());
+    }
+    Ok(p)
+}
+
+/// The container's process with the command line's overrides, as runc's
+/// getProcess builds it.
+fn from_flags(o: &ExecOpts, mut p: Process) -> Result<Process, ContainerError> {
+    p.set_args(Some(o.args.clone()));
+    if let Some(cwd) = o.cwd.as_deref().filter(|c| !c.is_empty()) {
+        p.set_cwd(cwd.into());
+    }
+    if let Some(a) = o.apparmor.as_deref().filter(|a| !a.is_empty()) {
+        p.set_apparmor_profile(Some(a.to_owned()));
+    }
+    if let Some(l) = o.process_label.as_deref().filter(|l| !l.is_empty()) {
+        p.set_selinux_label(Some(l.to_owned()));
+    }
+    if !o.caps.is_empty() {
+        let mut c: LinuxCapabilities = p.capabilities().clone().unwrap_or_default();
+        let mut added = vec![];
+        let mut unknown = vec![];
+        for name in &o.caps {
+            match serde_json::from_value::<Capability>(serde_json::json!(name)) {
+                Ok(cap) => added.push(cap),
+                Err(_) => unknown.push(name.clone()),
+            }
+        }
+        if !unknown.is_empty() {
+            log::warn!("ignoring unknown or unavailable capabilities: [{}]", unknown.join(" "));
+        }
+        let add = |set: &Option<oci_spec::runtime::Capabilities>| {
+            let mut s = set.clone().unwrap_or_default();
+            s.extend(added.iter().copied());
+            Some(s)
+        };
+        c.set_bounding(add(c.bounding()));
+        c.set_effective(add(c.effective()));
+        c.set_permitted(add(c.permitted()));
+        c.set_ambient(add(c.ambient()));
+        p.set_capabilities(Some(c));
+    }
+    let mut env = p.env().clone().unwrap_or_default();
+    env.extend(o.env.iter().cloned());
+    p.set_env(Some(env));
+    p.set_terminal(Some(o.tty));
+    if o.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    let mut user: User = p.user().clone();
+    if let Some(u) = o.user.as_deref().filter(|u| !u.is_empty()) {
+        let (uid, gid) = match u.split_once(':') {
+            Some((uid, gid)) => (uid, Some(gid)),
+            None => (u, None),
+        };
+        if let Some(gid) = gid {
+            let g: u32 = gid.parse().map_err(|e| bad(format!("parsing {gid} as int for gid failed: {e}")))?;
+            user.set_gid(g);
+        }
+        let n: u32 = uid.parse().map_err(|e| bad(format!("parsing {uid} as int for uid failed: {e}")))?;
+        user.set_uid(n);
+    }
+    if !o.additional_gids.is_empty() {
+        let mut gids = user.additional_gids().clone().unwrap_or_default();
+        for &g in &o.additional_gids {
+            if g < 0 {
+                return Err(bad(format!("additional-gids must be a positive number {g}")));
+            }
+            gids.push(g as u32);
+        }
+        user.set_additional_gids(Some(gids));
+    }
+    p.set_user(user);
+    Ok(p)
+}
+
+/// runc's validateProcessSpec.
+fn validate(p: &Process) -> Result<(), ContainerError> {
+    if p.cwd().as_os_str().is_empty() {
+        return Err(bad("Cwd property must not be empty"));
+    }
+    if !p.cwd().is_absolute() {
+        return Err(bad("Cwd must be an absolute path"));
+    }
+    if p.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(bad("args must not be empty"));
+    }
+    if p.selinux_label().as_ref().is_some_and(|l| !l.is_empty()) && !Path::new("/sys/fs/selinux/enforce").exists() {
+        return Err(bad("selinux label is specified in config, but selinux is disabled or not supported"));
+    }
+    Ok(())
+}
