@@ -19,6 +19,12 @@ if [ -e /sys/fs/cgroup/cgroup.controllers ]; then
 elif [ -x "$vm" ]; then
   echo "== cgroup tests again on a pure cgroup v2 kernel ($vm)"
   CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$vm --" cargo test -p cgroups --no-fail-fast -- --test-threads=2
+  echo "== runc vs runc-rs on cgroup v2: the cases that read cgroup files, in the same VM"
+  # /tmp is a shared folder in the guest, where mkfifo fails: state and
+  # bundles go to the guest's own /run.
+  DIFF_CASES=default,devices_cgroup,cgroup_memory,cgroup_cpu,cgroup_pids,rootfs_readonly,readonly_custom,ns_cgroup \
+  TESTDATA_TMPDIR=/run VM_ENV="PATH RUST_BACKTRACE DIFF_CASES TESTDATA_TMPDIR" \
+  CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$vm --" cargo test -p integration-tests --test differential
 else
   echo "cgroup v2 VM runner not found at $vm: set CGROUP2_VM to run the v2 pass" >&2
   exit 1

@@ -130,7 +130,8 @@ fn cases() -> Vec<Case> {
             "cpu/cpu.shares",
             "cpuset/cpuset.cpus",
             "freezer/freezer.state",
-        ]),
+        ])
+        .cgroup_v2(&["cgroup.controllers", "cgroup.type", "pids.max", "memory.max", "cpu.weight", "cpuset.cpus", "cgroup.freeze"]),
         Case::new("rootfs_readonly_write", &[Obs::Mounts, WRITE_ROOT], |_| {}),
         Case::new("rootfs_writable", &[Obs::Mounts, WRITE_ROOT], writable_rootfs),
         Case::new("root_path_absolute", &[Obs::Mounts], |s| {
@@ -542,17 +543,20 @@ fn cases() -> Vec<Case> {
             "memory/memory.memsw.limit_in_bytes",
             "memory/memory.swappiness",
             "memory/memory.oom_control",
-        ]),
+        ])
+        .cgroup_v2(&["memory.max", "memory.low", "memory.swap.max"]),
         Case::new("cgroup_cpu", &[Obs::Cmd("nproc", "$BB nproc")], |s| {
             s["linux"]["resources"]["cpu"] = json!({
                 "shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"
             });
         })
-        .cgroup(&["cpu/cpu.shares", "cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us", "cpuset/cpuset.cpus", "cpuset/cpuset.mems"]),
+        .cgroup(&["cpu/cpu.shares", "cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us", "cpuset/cpuset.cpus", "cpuset/cpuset.mems"])
+        .cgroup_v2(&["cpu.weight", "cpu.max", "cpuset.cpus", "cpuset.mems"]),
         Case::new("cgroup_pids", &[Obs::ProcCgroup], |s| {
             s["linux"]["resources"]["pids"] = json!({ "limit": 42 });
         })
-        .cgroup(&["pids/pids.max"]),
+        .cgroup(&["pids/pids.max"])
+        .cgroup_v2(&["pids.max"]),
         Case::new("cgroup_blkio_throttle", &[Obs::ProcCgroup], |s| {
             let (major, minor) = root_dev();
             s["linux"]["resources"]["blockIO"] = json!({
@@ -560,7 +564,8 @@ fn cases() -> Vec<Case> {
                 "throttleWriteIOPSDevice": [{ "major": major, "minor": minor, "rate": 100 }]
             });
         })
-        .cgroup(&["blkio/blkio.throttle.read_bps_device", "blkio/blkio.throttle.write_iops_device"]),
+        .cgroup(&["blkio/blkio.throttle.read_bps_device", "blkio/blkio.throttle.write_iops_device"])
+        .cgroup_v2(&["io.max"]),
         // ---- state
         Case::new("annotations", &[Obs::Status], |s| {
             s["annotations"] = json!({ "org.example.key": "value", "org.example.empty": "" });

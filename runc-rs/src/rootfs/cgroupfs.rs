@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use oci_spec::runtime::Mount;
 
-use super::mounts::remount_bind;
+use super::mounts::{remount_bind, Preserve};
 use super::options::ParsedOptions;
 use super::{RootfsContext, RootfsError};
 
@@ -57,7 +57,9 @@ pub fn mount_cgroup(ctx: &RootfsContext, m: &Mount, opts: &ParsedOptions, dest: 
         })
     };
     if ctx.cgroup_unified {
-        return mount("cgroup2", dest, Some("cgroup2"), opts.flags, None).map(|_| ());
+        // The source is the spec's (runc passes it through; mountinfo shows it).
+        let src = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "cgroup".into());
+        return mount(&src, dest, Some("cgroup2"), opts.flags, None).map(|_| ());
     }
     mount("tmpfs", dest, Some("tmpfs"), DEFAULT_FLAGS, Some("mode=755"))?;
     for h in host_v1_hierarchies() {
@@ -76,7 +78,7 @@ pub fn mount_cgroup(ctx: &RootfsContext, m: &Mount, opts: &ParsedOptions, dest: 
             let key = base.to_string_lossy().to_string();
             let Some(host_dir) = ctx.cgroup_dirs.get(&key) else { continue };
             mount(&host_dir.to_string_lossy(), &target, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
-            remount_bind(&target, DEFAULT_FLAGS | (opts.flags & MsFlags::MS_RDONLY), ctx.in_userns)?;
+            remount_bind(&target, DEFAULT_FLAGS | (opts.flags & MsFlags::MS_RDONLY), Preserve::OnEperm)?;
         }
         // Co-mounted controllers ("cpu,cpuacct") get a symlink per name.
         if base.to_string_lossy().contains(',') {
@@ -87,6 +89,5 @@ pub fn mount_cgroup(ctx: &RootfsContext, m: &Mount, opts: &ParsedOptions, dest: 
     }
     // The tmpfs itself stays read-write, as runc leaves it: only the
     // hierarchies below it carry the mount's `ro`.
-    let _ = m;
     Ok(())
 }

@@ -138,11 +138,11 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
             // A bind remount changes only this mount's flags (the tmpfs
             // superblock stays rw), and is allowed in a user namespace.
             let dest = secure_join(Path::new("/"), m.destination()).map_err(RootfsError::Path)?;
-            mounts::remount_bind(&dest, opts.flags, true)?;
+            mounts::remount_bind(&dest, opts.flags, mounts::Preserve::OnEperm)?;
         }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        mounts::remount_bind(Path::new("/"), MsFlags::MS_RDONLY, true)?;
+        mounts::remount_bind(Path::new("/"), MsFlags::MS_RDONLY, mounts::Preserve::OnEperm)?;
     }
     Ok(())
 }

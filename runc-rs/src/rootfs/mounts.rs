@@ -42,17 +42,33 @@ fn locked_flags(dest: &Path) -> MsFlags {
     out
 }
 
-/// Remounts a bind mount with `flags` (read-only and friends). With
-/// `preserve`, the mount's current flags are kept (runc does so for
-/// read-only paths and the read-only rootfs, and in user namespaces where
-/// the kernel requires it).
-pub fn remount_bind(dest: &Path, flags: MsFlags, preserve: bool) -> Result<(), RootfsError> {
+/// Which of a mount's current flags a remount repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preserve {
+    /// nosuid, nodev and noexec always (runc's read-only paths).
+    Security,
+    /// None at first; all of them if the kernel refuses with EPERM, as it
+    /// does for flags locked by a less privileged user namespace (runc's
+    /// read-only rootfs and bind remounts).
+    OnEperm,
+}
+
+/// Remounts a bind mount with `flags` (read-only and friends).
+pub fn remount_bind(dest: &Path, flags: MsFlags, preserve: Preserve) -> Result<(), RootfsError> {
     let mut f = flags | MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
-    if preserve {
-        f |= locked_flags(dest) & !MsFlags::MS_RDONLY;
-    }
     f.remove(MsFlags::MS_REC);
-    do_mount(None, dest, None, f, None)
+    match preserve {
+        Preserve::Security => {
+            f |= locked_flags(dest) & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+            do_mount(None, dest, None, f, None)
+        }
+        Preserve::OnEperm => match do_mount(None, dest, None, f, None) {
+            Err(RootfsError::Mount { source: nix::Error::EPERM, .. }) => {
+                do_mount(None, dest, None, f | (locked_flags(dest) & !MsFlags::MS_RDONLY), None)
+            }
+            other => other,
+        },
+    }
 }
 
 fn apply_propagation(dest: &Path, p: &ParsedOptions) -> Result<(), RootfsError> {
@@ -131,7 +147,7 @@ fn bind_entry(ctx: &RootfsContext, m: &Mount, opts: &ParsedOptions, dest: &Path)
     do_mount(Some(&src), dest, None, MsFlags::MS_BIND | rec, None)?;
     let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
-        remount_bind(dest, extra, ctx.in_userns)?;
+        remount_bind(dest, extra, Preserve::OnEperm)?;
     }
     apply_propagation(dest, opts)
 }

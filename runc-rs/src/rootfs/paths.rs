@@ -4,7 +4,7 @@ use std::path::Path;
 
 use nix::mount::{mount, MsFlags};
 
-use super::mounts::remount_bind;
+use super::mounts::{remount_bind, Preserve};
 use super::RootfsError;
 
 /// Hides `path`: a directory gets an empty read-only tmpfs on top, a file
@@ -38,5 +38,5 @@ pub fn readonly(path: &Path) -> Result<(), RootfsError> {
         fstype: "readonlyPaths".into(),
         source,
     })?;
-    remount_bind(path, MsFlags::MS_RDONLY, true)
+    remount_bind(path, MsFlags::MS_RDONLY, Preserve::Security)
 }

@@ -174,6 +174,9 @@ pub struct Case {
     /// `<hierarchy>/<file>` (e.g. `memory/memory.limit_in_bytes`), relative
     /// to the case's cgroup in that hierarchy.
     pub cgroup_files: &'static [&'static str],
+    /// The same on a pure cgroup v2 host: file names in the case's one
+    /// cgroup2 directory (e.g. `memory.max`).
+    pub cgroup_v2_files: &'static [&'static str],
     /// Accepted per-runtime differences (see [`Known`]).
     pub known: &'static [Known],
 }
@@ -187,6 +190,7 @@ impl Case {
             script,
             expect_fail: false,
             cgroup_files: &[],
+            cgroup_v2_files: &[],
             known: &[],
         }
     }
@@ -200,6 +204,12 @@ impl Case {
     /// Read these cgroup files on the host while the container is alive.
     pub fn cgroup(mut self, files: &'static [&'static str]) -> Case {
         self.cgroup_files = files;
+        self
+    }
+
+    /// Read these cgroup2 files instead when the host is pure cgroup v2.
+    pub fn cgroup_v2(mut self, files: &'static [&'static str]) -> Case {
+        self.cgroup_v2_files = files;
         self
     }
 

@@ -573,6 +573,11 @@ fn run_one(
         if let Ok(c) = fs::canonicalize(p) {
             ph.add(c.to_string_lossy(), name);
         }
+        // mountinfo shows a bind's root relative to its filesystem (e.g.
+        // `/runc-rs-test-XXXX/rootfs` when the temp dir is on a tmpfs).
+        if let Some(base) = p.file_name() {
+            ph.add(format!("/{}", base.to_string_lossy()), name);
+        }
     }
     ph.add(cgpath.clone(), "<CGROUP>");
     ph.add(suite.cgroup_parent.clone(), "<CGPARENT>");
@@ -702,8 +707,11 @@ fn run_one(
                 }
             }
         }
-        for f in case.cgroup_files {
-            let (h, file) = f.split_once('/').unwrap_or((f, ""));
+        let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let files = if pure_v2 { case.cgroup_v2_files } else { case.cgroup_files };
+        for f in files {
+            // v1: "<hierarchy>/<file>"; v2: "<file>" in the one hierarchy.
+            let (h, file) = if pure_v2 { ("", *f) } else { f.split_once('/').unwrap_or((f, "")) };
             let p = Path::new("/sys/fs/cgroup")
                 .join(h)
                 .join(cgpath.trim_start_matches('/'))
