@@ -123,3 +123,23 @@ pub fn wait_for(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+impl Cli {
+    /// A busybox bundle running `args`, its cgroup under this CLI's parent.
+    pub fn bundle(&self, id: &str, args: &[&str]) -> testdata::Bundle {
+        let mut b = testdata::Bundle::with_args(args).expect("bundle");
+        self.place(&mut b.spec, id);
+        b.write_spec().expect("write spec");
+        b
+    }
+}
+
+/// Asserts a runtime command succeeded, showing its output when it did not.
+pub fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -45,13 +45,6 @@ fn processes_mentioning(dir: &Path) -> Vec<i32> {
     out
 }
 
-fn bundle(cli: &Cli, id: &str, args: &[&str]) -> Bundle {
-    let mut b = Bundle::with_args(args).unwrap();
-    cli.place(&mut b.spec, id);
-    b.write_spec().unwrap();
-    b
-}
-
 fn create(cli: &Cli, b: &Bundle, id: &str) -> std::process::Output {
     cli.run_detached(&["create", "--bundle", b.dir.to_str().unwrap(), id])
 }
@@ -60,7 +53,7 @@ fn create(cli: &Cli, b: &Bundle, id: &str) -> std::process::Output {
 fn missing_config_json() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "noconf", &["true"]);
+    let b = cli.bundle("noconf", &["true"]);
     std::fs::remove_file(b.config_path()).unwrap();
     let out = create(&cli, &b, "noconf");
     assert_failed_cleanly(&cli, &out, "noconf", &b, &["config.json", "No such file"]);
@@ -70,7 +63,7 @@ fn missing_config_json() {
 fn malformed_config_json() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "badjson", &["true"]);
+    let b = cli.bundle("badjson", &["true"]);
     std::fs::write(b.config_path(), "{\"ociVersion\": \"1.0.2\", \"process\": {").unwrap();
     let out = create(&cli, &b, "badjson");
     assert_failed_cleanly(&cli, &out, "badjson", &b, &["config.json", "EOF"]);
@@ -80,7 +73,7 @@ fn malformed_config_json() {
 fn wrong_field_type_names_the_field() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "badtype", &["true"]);
+    let mut b = cli.bundle("badtype", &["true"]);
     b.spec["process"]["user"]["uid"] = json!("root");
     b.write_spec().unwrap();
     let out = create(&cli, &b, "badtype");
@@ -91,7 +84,7 @@ fn wrong_field_type_names_the_field() {
 fn unknown_namespace() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "badns", &["true"]);
+    let mut b = cli.bundle("badns", &["true"]);
     b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "bogus"}));
     b.write_spec().unwrap();
     let out = create(&cli, &b, "badns");
@@ -102,7 +95,7 @@ fn unknown_namespace() {
 fn mount_onto_symlink_out_of_rootfs() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "escape", &["true"]);
+    let mut b = cli.bundle("escape", &["true"]);
     let outside = testdata::temp_dir().unwrap();
     std::os::unix::fs::symlink("../../../../../../../..".to_owned() + outside.path().to_str().unwrap(), b.rootfs().join("evil")).unwrap();
     b.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/evil", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
@@ -116,10 +109,10 @@ fn mount_onto_symlink_out_of_rootfs() {
 fn nonexistent_process_binary() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "nobin", &["/no/such/program"]);
+    let b = cli.bundle("nobin", &["/no/such/program"]);
     let out = create(&cli, &b, "nobin");
     assert_failed_cleanly(&cli, &out, "nobin", &b, &["/no/such/program", "No such file"]);
-    let b2 = bundle(&cli, "nobin2", &["no-such-program"]);
+    let b2 = cli.bundle("nobin2", &["no-such-program"]);
     let out = create(&cli, &b2, "nobin2");
     assert_failed_cleanly(&cli, &out, "nobin2", &b2, &["no-such-program", "executable file not found in $PATH"]);
 }
@@ -128,10 +121,10 @@ fn nonexistent_process_binary() {
 fn duplicate_container_id() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "dup", &["sleep", "1000"]);
+    let b = cli.bundle("dup", &["sleep", "1000"]);
     assert!(create(&cli, &b, "dup").status.success());
     let first = cli.state("dup").unwrap();
-    let b2 = bundle(&cli, "dup", &["true"]);
+    let b2 = cli.bundle("dup", &["true"]);
     let out = create(&cli, &b2, "dup");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -149,7 +142,7 @@ fn duplicate_container_id() {
 fn negative_oom_score_adj_needs_privilege() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "oom", &["true"]);
+    let mut b = cli.bundle("oom", &["true"]);
     b.spec["process"]["oomScoreAdj"] = json!(-500);
     b.write_spec().unwrap();
     let out = create(&cli, &b, "oom");
@@ -160,11 +153,11 @@ fn negative_oom_score_adj_needs_privilege() {
 fn missing_rootfs_and_bad_id() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "norootfs", &["true"]);
+    let b = cli.bundle("norootfs", &["true"]);
     std::fs::remove_dir_all(b.rootfs()).unwrap();
     let out = create(&cli, &b, "norootfs");
     assert_failed_cleanly(&cli, &out, "norootfs", &b, &["root.path", "does not exist"]);
-    let b2 = bundle(&cli, "x", &["true"]);
+    let b2 = cli.bundle("x", &["true"]);
     let out = create(&cli, &b2, "../escape");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid container id"));

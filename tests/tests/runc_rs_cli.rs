@@ -6,28 +6,16 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 
-use integration_tests::runtime::{is_root, wait_for, Cli};
+use integration_tests::runtime::{assert_ok, is_root, wait_for, Cli};
 use serde_json::json;
-use testdata::Bundle;
-
-fn bundle(cli: &Cli, id: &str, args: &[&str]) -> Bundle {
-    let mut b = Bundle::with_args(args).expect("bundle");
-    cli.place(&mut b.spec, id);
-    b.write_spec().unwrap();
-    b
-}
-
-fn ok(out: &std::process::Output) {
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
-}
 
 #[test]
 fn lifecycle_create_start_kill_delete() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "life", &["sleep", "1000"]);
+    let b = cli.bundle("life", &["sleep", "1000"]);
     let bdir = b.dir.to_str().unwrap();
-    ok(&cli.run_detached(&["create", "--bundle", bdir, "life"]));
+    assert_ok(&cli.run_detached(&["create", "--bundle", bdir, "life"]));
     let st = cli.state("life").expect("state after create");
     assert_eq!(st["status"], "created");
     assert_eq!(st["id"], "life");
@@ -41,7 +29,7 @@ fn lifecycle_create_start_kill_delete() {
 
     // A created container cannot be deleted without the process ending, but
     // start works once and only once.
-    ok(&cli.run(&["start", "life"]));
+    assert_ok(&cli.run(&["start", "life"]));
     assert_eq!(cli.state("life").unwrap()["status"], "running");
     let again = cli.run(&["start", "life"]);
     assert!(!again.status.success());
@@ -51,9 +39,9 @@ fn lifecycle_create_start_kill_delete() {
     assert!(!del.status.success(), "delete of a running container needs --force");
     assert!(String::from_utf8_lossy(&del.stderr).contains("not stopped"));
 
-    ok(&cli.run(&["kill", "life", "KILL"]));
+    assert_ok(&cli.run(&["kill", "life", "KILL"]));
     assert!(wait_for(10, || cli.state("life").map(|s| s["status"] == "stopped").unwrap_or(false)));
-    ok(&cli.run(&["delete", "life"]));
+    assert_ok(&cli.run(&["delete", "life"]));
     assert!(cli.state("life").is_none());
     assert!(cli.cgroup_dirs("life").is_empty(), "cgroup removed by delete");
     assert!(!cli.root.path().join("life").exists(), "state dir removed");
@@ -65,7 +53,7 @@ fn lifecycle_create_start_kill_delete() {
 fn run_foreground_prints_output_and_returns_exit_code() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "fg", &["sh", "-c", "echo out-line; echo err-line >&2; exit 7"]);
+    let b = cli.bundle("fg", &["sh", "-c", "echo out-line; echo err-line >&2; exit 7"]);
     let out = cli.run(&["run", "--bundle", b.dir.to_str().unwrap(), "fg"]);
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out-line\n");
@@ -78,7 +66,7 @@ fn run_foreground_prints_output_and_returns_exit_code() {
 fn run_foreground_forwards_signals() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "sig", &["sh", "-c", "trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.1; done"]);
+    let b = cli.bundle("sig", &["sh", "-c", "trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.1; done"]);
     let mut child = cli.command(&["run", "--bundle", b.dir.to_str().unwrap(), "sig"]).stdout(Stdio::piped()).spawn().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut buf = [0u8; 6];
@@ -96,9 +84,9 @@ fn run_foreground_forwards_signals() {
 fn detached_run_list_and_kill_all() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "det", &["sh", "-c", "sleep 1000 & sleep 1000"]);
+    let b = cli.bundle("det", &["sh", "-c", "sleep 1000 & sleep 1000"]);
     let pidfile = b.dir.join("pid");
-    ok(&cli.run_detached(&["run", "-d", "--pid-file", pidfile.to_str().unwrap(), "--bundle", b.dir.to_str().unwrap(), "det"]));
+    assert_ok(&cli.run_detached(&["run", "-d", "--pid-file", pidfile.to_str().unwrap(), "--bundle", b.dir.to_str().unwrap(), "det"]));
     let st = cli.state("det").unwrap();
     assert_eq!(st["status"], "running");
     assert_eq!(std::fs::read_to_string(&pidfile).unwrap(), st["pid"].to_string());
@@ -115,9 +103,9 @@ fn detached_run_list_and_kill_all() {
     assert_eq!(js[0]["id"], "det");
     assert_eq!(js[0]["status"], "running");
 
-    ok(&cli.run(&["kill", "--all", "det", "9"]));
+    assert_ok(&cli.run(&["kill", "--all", "det", "9"]));
     assert!(wait_for(10, || cli.state("det").map(|s| s["status"] == "stopped").unwrap_or(false)));
-    ok(&cli.run(&["delete", "det"]));
+    assert_ok(&cli.run(&["delete", "det"]));
     assert!(cli.cgroup_dirs("det").is_empty());
 }
 
@@ -125,28 +113,28 @@ fn detached_run_list_and_kill_all() {
 fn delete_force_of_running_and_created_containers() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b1 = bundle(&cli, "f1", &["sleep", "1000"]);
-    ok(&cli.run_detached(&["run", "-d", "--bundle", b1.dir.to_str().unwrap(), "f1"]));
+    let b1 = cli.bundle("f1", &["sleep", "1000"]);
+    assert_ok(&cli.run_detached(&["run", "-d", "--bundle", b1.dir.to_str().unwrap(), "f1"]));
     let pid = cli.state("f1").unwrap()["pid"].as_i64().unwrap();
-    ok(&cli.run(&["delete", "--force", "f1"]));
+    assert_ok(&cli.run(&["delete", "--force", "f1"]));
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists() || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
     assert!(cli.cgroup_dirs("f1").is_empty());
 
-    let b2 = bundle(&cli, "f2", &["true"]);
-    ok(&cli.run_detached(&["create", "--bundle", b2.dir.to_str().unwrap(), "f2"]));
-    ok(&cli.run(&["delete", "f2"]));
+    let b2 = cli.bundle("f2", &["true"]);
+    assert_ok(&cli.run_detached(&["create", "--bundle", b2.dir.to_str().unwrap(), "f2"]));
+    assert_ok(&cli.run(&["delete", "f2"]));
     assert!(cli.state("f2").is_none());
     assert!(cli.cgroup_dirs("f2").is_empty());
     // Deleting what does not exist: an error, unless forced.
     assert!(!cli.run(&["delete", "nope"]).status.success());
-    ok(&cli.run(&["delete", "--force", "nope"]));
+    assert_ok(&cli.run(&["delete", "--force", "nope"]));
 }
 
 #[test]
 fn console_socket_receives_the_pty_master() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "tty", &["sh", "-c", "tty; echo tty-ok"]);
+    let mut b = cli.bundle("tty", &["sh", "-c", "tty; echo tty-ok"]);
     b.spec["process"]["terminal"] = json!(true);
     b.write_spec().unwrap();
     let sock_path = b.dir.join("console.sock");
@@ -164,9 +152,9 @@ fn console_socket_receives_the_pty_master() {
         }
         panic!("no fd received");
     });
-    ok(&cli.run_detached(&["create", "--console-socket", sock_path.to_str().unwrap(), "--bundle", b.dir.to_str().unwrap(), "tty"]));
+    assert_ok(&cli.run_detached(&["create", "--console-socket", sock_path.to_str().unwrap(), "--bundle", b.dir.to_str().unwrap(), "tty"]));
     let master = accept.join().unwrap();
-    ok(&cli.run(&["start", "tty"]));
+    assert_ok(&cli.run(&["start", "tty"]));
     let mut f = std::fs::File::from(master);
     let mut out = Vec::new();
     let mut buf = [0u8; 1024];
@@ -185,7 +173,7 @@ fn console_socket_receives_the_pty_master() {
 fn hooks_run_in_order_with_state_on_stdin() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "hooks", &["true"]);
+    let mut b = cli.bundle("hooks", &["true"]);
     let log = b.dir.join("hooks.log");
     let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("read s; echo \"{name} $s\" >> {}", log.display())]});
     b.spec["hooks"] = json!({
@@ -196,7 +184,7 @@ fn hooks_run_in_order_with_state_on_stdin() {
         "poststop": [hook("poststop")],
     });
     b.write_spec().unwrap();
-    ok(&cli.run(&["run", "--bundle", b.dir.to_str().unwrap(), "hooks"]));
+    assert_ok(&cli.run(&["run", "--bundle", b.dir.to_str().unwrap(), "hooks"]));
     let text = std::fs::read_to_string(&log).unwrap();
     let order: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(order, ["prestart", "createRuntime", "createContainer", "poststart", "poststop"]);
@@ -211,7 +199,7 @@ fn hooks_run_in_order_with_state_on_stdin() {
 fn failing_hook_fails_create_and_leaves_nothing() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "badhook", &["true"]);
+    let mut b = cli.bundle("badhook", &["true"]);
     b.spec["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo boom >&2; exit 3"]}]});
     b.write_spec().unwrap();
     let out = cli.run_detached(&["create", "--bundle", b.dir.to_str().unwrap(), "badhook"]);
@@ -226,7 +214,7 @@ fn failing_hook_fails_create_and_leaves_nothing() {
 fn hook_timeout_is_enforced() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "slowhook", &["true"]);
+    let mut b = cli.bundle("slowhook", &["true"]);
     b.spec["hooks"] = json!({"prestart": [{"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}]});
     b.write_spec().unwrap();
     let out = cli.run_detached(&["create", "--bundle", b.dir.to_str().unwrap(), "slowhook"]);
@@ -252,7 +240,7 @@ fn json_log_has_the_error_line() {
 fn preserve_fds_passes_exactly_the_named_fds() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "fds", &["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '; cat <&3"]);
+    let b = cli.bundle("fds", &["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '; cat <&3"]);
     let extra = b.dir.join("extra");
     std::fs::write(&extra, "via-fd-3").unwrap();
     let f = std::fs::File::open(&extra).unwrap();
@@ -268,7 +256,7 @@ fn preserve_fds_passes_exactly_the_named_fds() {
         });
     }
     let out = cmd.output().unwrap();
-    ok(&out);
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     // 0-2 stdio, 3 the preserved file, and the fd `ls` opens for the dir.
     assert!(text.starts_with("0 1 2 3 4 "), "{text}");
@@ -280,9 +268,9 @@ fn preserve_fds_passes_exactly_the_named_fds() {
 fn no_pivot_root_runs() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "nopivot", &["sh", "-c", "echo ok-$(hostname)"]);
+    let b = cli.bundle("nopivot", &["sh", "-c", "echo ok-$(hostname)"]);
     let out = cli.run(&["run", "--no-pivot", "--bundle", b.dir.to_str().unwrap(), "nopivot"]);
-    ok(&out);
+    assert_ok(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok-runc\n");
 }
 
@@ -291,14 +279,14 @@ fn spec_and_features() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
     let dir = testdata::temp_dir().unwrap();
-    ok(&cli.run(&["spec", "--bundle", dir.path().to_str().unwrap()]));
+    assert_ok(&cli.run(&["spec", "--bundle", dir.path().to_str().unwrap()]));
     let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(spec["process"]["args"], json!(["sh"]));
     assert_eq!(spec["root"]["path"], "rootfs");
     let again = cli.run(&["spec", "--bundle", dir.path().to_str().unwrap()]);
     assert!(!again.status.success(), "spec refuses to overwrite config.json");
     let dir2 = testdata::temp_dir().unwrap();
-    ok(&cli.run(&["spec", "--rootless", "--bundle", dir2.path().to_str().unwrap()]));
+    assert_ok(&cli.run(&["spec", "--rootless", "--bundle", dir2.path().to_str().unwrap()]));
     let rl: serde_json::Value = serde_json::from_slice(&std::fs::read(dir2.path().join("config.json")).unwrap()).unwrap();
     assert!(rl["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "user"));
     assert!(rl["linux"]["uidMappings"].is_array());
@@ -316,7 +304,7 @@ fn spec_and_features() {
 fn systemd_cgroup_is_refused_clearly() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "sd", &["true"]);
+    let b = cli.bundle("sd", &["true"]);
     let out = std::process::Command::new(&cli.bin)
         .args(["--root", cli.root.path().to_str().unwrap(), "--systemd-cgroup", "run", "--bundle", b.dir.to_str().unwrap(), "sd"])
         .output()
@@ -330,14 +318,14 @@ fn systemd_cgroup_is_refused_clearly() {
 fn crash_during_create_is_cleaned_by_delete_force() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "crash", &["true"]);
+    let mut b = cli.bundle("crash", &["true"]);
     // The createRuntime hook kills the runtime process mid-create.
     b.spec["hooks"] = json!({"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "kill -9 $PPID"]}]});
     b.write_spec().unwrap();
     let out = cli.run_detached(&["create", "--bundle", b.dir.to_str().unwrap(), "crash"]);
     assert!(!out.status.success());
     assert!(cli.root.path().join("crash").exists(), "a crash leaves the state dir");
-    ok(&cli.run(&["delete", "--force", "crash"]));
+    assert_ok(&cli.run(&["delete", "--force", "crash"]));
     assert!(!cli.root.path().join("crash").exists());
     assert!(wait_for(5, || cli.cgroup_dirs("crash").is_empty()), "cgroup removed: {:?}", cli.cgroup_dirs("crash"));
 }

@@ -6,20 +6,8 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 
-use integration_tests::runtime::{is_root, Cli};
+use integration_tests::runtime::{assert_ok, is_root, Cli};
 use serde_json::json;
-use testdata::Bundle;
-
-fn bundle(cli: &Cli, id: &str, args: &[&str]) -> Bundle {
-    let mut b = Bundle::with_args(args).expect("bundle");
-    cli.place(&mut b.spec, id);
-    b.write_spec().unwrap();
-    b
-}
-
-fn ok(out: &std::process::Output) {
-    assert!(out.status.success(), "failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
-}
 
 /// Receives one message with an fd over SCM_RIGHTS.
 fn recv_with_fd(conn: &std::os::unix::net::UnixStream) -> (String, OwnedFd) {
@@ -41,7 +29,7 @@ fn recv_with_fd(conn: &std::os::unix::net::UnixStream) -> (String, OwnedFd) {
 fn seccomp_notify_sends_the_listener_fd_and_state() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "notify", &["sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?"]);
+    let mut b = cli.bundle("notify", &["sh", "-c", "mkdir /tmp/x 2>&1; echo rc=$?"]);
     let sock = b.dir.join("seccomp.sock");
     let listener = UnixListener::bind(&sock).unwrap();
     b.spec["linux"]["seccomp"] = json!({
@@ -77,7 +65,7 @@ fn seccomp_notify_sends_the_listener_fd_and_state() {
 fn listen_fds_pass_through_with_listen_pid_1() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let b = bundle(&cli, "listen", &["sh", "-c", "echo LISTEN_FDS=$LISTEN_FDS LISTEN_PID=$LISTEN_PID; cat <&3"]);
+    let b = cli.bundle("listen", &["sh", "-c", "echo LISTEN_FDS=$LISTEN_FDS LISTEN_PID=$LISTEN_PID; cat <&3"]);
     let extra = b.dir.join("sockfile");
     std::fs::write(&extra, "socket-activated").unwrap();
     let f = std::fs::File::open(&extra).unwrap();
@@ -94,7 +82,7 @@ fn listen_fds_pass_through_with_listen_pid_1() {
         });
     }
     let out = cmd.output().unwrap();
-    ok(&out);
+    assert_ok(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "LISTEN_FDS=1 LISTEN_PID=1\nsocket-activated");
 }
 
@@ -102,12 +90,12 @@ fn listen_fds_pass_through_with_listen_pid_1() {
 fn time_namespace_offsets_apply() {
     if !is_root() || !std::path::Path::new("/proc/self/ns/time").exists() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "timens", &["cat", "/proc/uptime"]);
+    let mut b = cli.bundle("timens", &["cat", "/proc/uptime"]);
     b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "time"}));
     b.spec["linux"]["timeOffsets"] = json!({"boottime": {"secs": 86400 * 365, "nanosecs": 0}});
     b.write_spec().unwrap();
     let out = cli.run(&["run", "--bundle", b.dir.to_str().unwrap(), "timens"]);
-    ok(&out);
+    assert_ok(&out);
     let container_uptime: f64 = String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().parse().unwrap();
     let host_uptime: f64 = std::fs::read_to_string("/proc/uptime").unwrap().split_whitespace().next().unwrap().parse().unwrap();
     let diff = container_uptime - host_uptime;
@@ -118,12 +106,12 @@ fn time_namespace_offsets_apply() {
 fn joins_another_containers_namespaces_by_path() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut host = bundle(&cli, "nshost", &["sleep", "1000"]);
+    let mut host = cli.bundle("nshost", &["sleep", "1000"]);
     host.spec["hostname"] = json!("shared-uts");
     host.write_spec().unwrap();
-    ok(&cli.run_detached(&["run", "-d", "--bundle", host.dir.to_str().unwrap(), "nshost"]));
+    assert_ok(&cli.run_detached(&["run", "-d", "--bundle", host.dir.to_str().unwrap(), "nshost"]));
     let pid = cli.state("nshost").unwrap()["pid"].as_i64().unwrap();
-    let mut guest = bundle(&cli, "nsguest", &["sh", "-c", "hostname; for n in net uts ipc; do readlink /proc/self/ns/$n; done"]);
+    let mut guest = cli.bundle("nsguest", &["sh", "-c", "hostname; for n in net uts ipc; do readlink /proc/self/ns/$n; done"]);
     let ns = guest.spec["linux"]["namespaces"].as_array_mut().unwrap();
     for n in ns.iter_mut() {
         let t = n["type"].as_str().unwrap().to_owned();
@@ -133,7 +121,7 @@ fn joins_another_containers_namespaces_by_path() {
     guest.spec.as_object_mut().unwrap().remove("hostname");
     guest.write_spec().unwrap();
     let out = cli.run(&["run", "--bundle", guest.dir.to_str().unwrap(), "nsguest"]);
-    ok(&out);
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = text.lines();
     assert_eq!(lines.next(), Some("shared-uts"));
@@ -141,14 +129,14 @@ fn joins_another_containers_namespaces_by_path() {
         let host_ns = std::fs::read_link(format!("/proc/{pid}/ns/{file}")).unwrap();
         assert_eq!(line, host_ns.to_str().unwrap(), "joined {file}");
     }
-    ok(&cli.run(&["delete", "--force", "nshost"]));
+    assert_ok(&cli.run(&["delete", "--force", "nshost"]));
 }
 
 #[test]
 fn user_namespace_maps_ids() {
     if !is_root() { return; }
     let cli = Cli::runc_rs();
-    let mut b = bundle(&cli, "userns", &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /tmp/f && stat -c %u /tmp/f"]);
+    let mut b = cli.bundle("userns", &["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; touch /tmp/f && stat -c %u /tmp/f"]);
     b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
     b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
@@ -157,7 +145,7 @@ fn user_namespace_maps_ids() {
     // The rootfs must be usable by the mapped root.
     std::process::Command::new("chown").args(["-R", "100000:100000", b.rootfs().to_str().unwrap()]).status().unwrap();
     let out = cli.run(&["run", "--bundle", b.dir.to_str().unwrap(), "userns"]);
-    ok(&out);
+    assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     let words: Vec<&str> = text.split_whitespace().collect();
     assert_eq!(&words[..3], ["0", "100000", "65536"]);
