@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 pub struct Flags {
     pub debug: bool,
     pub version: bool,
+    /// `-info`: print the RuntimeInfo protobuf and exit.
+    pub info: bool,
     pub namespace: String,
     pub id: String,
     pub socket: String,
@@ -55,15 +57,15 @@ pub fn parse<S: AsRef<str>>(args: &[S]) -> Result<Flags> {
             None => (body, None),
         };
         match name {
-            "debug" | "v" | "version" => {
+            "debug" | "v" | "version" | "info" => {
                 let v = match inline {
                     Some(v) => parse_bool(name, v)?,
                     None => true,
                 };
-                if name == "debug" {
-                    f.debug = v;
-                } else {
-                    f.version = v;
+                match name {
+                    "debug" => f.debug = v,
+                    "info" => f.info = v,
+                    _ => f.version = v,
                 }
             }
             "namespace" | "id" | "socket" | "bundle" | "address" | "publish-binary" => {
@@ -133,6 +135,7 @@ mod tests {
 
     #[test]
     fn forms() {
+        assert!(parse(&["-info"]).unwrap().info);
         let f = parse(&["--id=x", "-bundle=/b", "-debug=false", "-v", "delete", "-z"]).unwrap();
         assert_eq!(f.id, "x");
         assert_eq!(f.bundle, "/b");

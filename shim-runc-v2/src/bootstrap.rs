@@ -1,9 +1,11 @@
 //! The shim's three lives, as containerd's runtime-v2 contract defines them:
 //!
-//! * `start`: compute the socket address, listen on it, write it to
+//! * `start`: work out what containerd gave and expects ([`crate::protocol`]),
+//!   compute the socket address, listen on it, write it to
 //!   `<bundle>/address`, re-execute this binary (no action) as the
-//!   daemonized server holding the listener as fd 3, and print the address
-//!   (nothing else: containerd 1.6 reads stdout and stderr as one).
+//!   daemonized server holding the listener as fd 3 (moved into the
+//!   options' `ShimCgroup`, if any), and print the reply (nothing else:
+//!   containerd reads stdout and stderr as one).
 //! * serve (no action): the ttrpc task server, a subreaper whose main thread
 //!   waits for signals (SIGCHLD → reap).
 //! * `delete`: clean up after a dead shim (force-delete the container in
@@ -27,9 +29,10 @@ use nix::sys::signal::{SigSet, Signal};
 use sha2::{Digest, Sha256};
 
 use crate::args::Flags;
-use crate::container::SavedOptions;
 use crate::error::{io_ctx, Error, Result};
 use crate::events::{timestamp, Publisher, Sink};
+use crate::options::RuncOptions;
+use crate::protocol::{self, StartParams};
 use crate::task::Task;
 use crate::{logger, mount, reaper, runc, service, RUNTIME_NAME};
 
@@ -40,15 +43,21 @@ const GROUP_LABELS: [&str; 2] = [
     "io.containerd.runc.v2.group",
     "io.kubernetes.cri.sandbox-id",
 ];
+/// How long the exiting server leaves its last replies to be written.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(30);
 /// The listener's fd in the server process.
 const LISTENER_FD: i32 = 3;
 
-/// `unix:///run/containerd/s/<sha256(<containerd address>/<ns>/<id>)>`.
-pub fn socket_address(containerd_address: &str, namespace: &str, id: &str) -> String {
+/// Largest bootstrap payload read from stdin (containerd's own limit).
+const MAX_STDIN: u64 = 10 << 20;
+
+/// `unix://<dir>/<sha256(<containerd address>/<ns>/<id>)>`; `dir` is
+/// `/run/containerd/s` unless containerd (2.3) names another.
+pub fn socket_address(dir: &str, containerd_address: &str, namespace: &str, id: &str) -> String {
     let joined = Path::new(containerd_address).join(namespace).join(id);
     let digest = Sha256::digest(joined.to_string_lossy().as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("unix://{SOCKET_ROOT}/s/{hex}")
+    format!("unix://{}/{hex}", dir.trim_end_matches('/'))
 }
 
 fn socket_path(address: &str) -> &str {
@@ -79,18 +88,32 @@ fn grouping(bundle: &Path, id: &str) -> String {
     id.to_owned()
 }
 
-/// The `start` action; returns the address to print.
-pub fn start(flags: &Flags) -> Result<String> {
+/// The `start` action; returns what to print.
+pub fn start(flags: &Flags) -> Result<Vec<u8>> {
     require_namespace(flags)?;
     let cwd = std::env::current_dir().map_err(io_ctx("getcwd"))?;
-    // containerd writes the runtime options (if any) on stdin; drain them
-    // so it never sees a broken pipe. (Their ShimCgroup is not supported
-    // yet: the shim stays in containerd's cgroup.)
-    let mut opts = Vec::new();
+    let mut input = Vec::new();
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        let _ = std::io::stdin().read_to_end(&mut opts);
+        std::io::stdin()
+            .take(MAX_STDIN)
+            .read_to_end(&mut input)
+            .map_err(io_ctx("read stdin"))?;
     }
-    let address = socket_address(&flags.address, &flags.namespace, &grouping(&cwd, &flags.id));
+    let params = protocol::start_params(flags, &input, |k| std::env::var(k).ok())?;
+    let address = listen_and_spawn(&params, &cwd)?;
+    Ok(protocol::encode_reply(params.reply, &address))
+}
+
+/// Listen on the group's socket and start the server (unless one already
+/// serves the group); returns the address.
+fn listen_and_spawn(p: &StartParams, cwd: &Path) -> Result<String> {
+    // Only ShimCgroup matters here; the options are parsed again at Create.
+    let opts = RuncOptions::from_any(p.options.as_ref())?;
+    let dir = p
+        .socket_dir
+        .clone()
+        .unwrap_or_else(|| format!("{SOCKET_ROOT}/s"));
+    let address = socket_address(&dir, &p.grpc_address, &p.namespace, &grouping(cwd, &p.id));
     let path = PathBuf::from(socket_path(&address));
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).map_err(io_ctx(format!("mkdir {}", dir.display())))?;
@@ -117,20 +140,23 @@ pub fn start(flags: &Flags) -> Result<String> {
     let mut cmd = Command::new(exe);
     cmd.args([
         "-namespace",
-        &flags.namespace,
+        &p.namespace,
         "-id",
-        &flags.id,
+        &p.id,
         "-address",
-        &flags.address,
+        &p.grpc_address,
     ]);
-    if !flags.publish_binary.is_empty() {
-        cmd.args(["-publish-binary", &flags.publish_binary]);
+    if !p.containerd_binary.is_empty() {
+        cmd.args(["-publish-binary", &p.containerd_binary]);
     }
-    if flags.debug {
+    if p.debug {
         cmd.arg("-debug");
     }
+    if !p.ttrpc_address.is_empty() {
+        cmd.env("TTRPC_ADDRESS", &p.ttrpc_address);
+    }
     let lfd = listener.as_raw_fd();
-    cmd.current_dir(&cwd)
+    cmd.current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -149,11 +175,26 @@ pub fn start(flags: &Flags) -> Result<String> {
             Ok(())
         });
     }
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| fail(Error::io("start the shim server", e)))?;
+    if !opts.shim_cgroup.is_empty() {
+        if let Err(e) = join_cgroup(child.id(), &opts.shim_cgroup) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(fail(e));
+        }
+    }
     adjust_oom_score(child.id());
     Ok(address)
+}
+
+/// Move the shim server into the options' `ShimCgroup` (every hierarchy).
+fn join_cgroup(pid: u32, cgroup: &str) -> Result<()> {
+    let m = cgroups::Manager::new(Some(cgroup), "shim")
+        .map_err(|e| Error::InvalidArgument(format!("ShimCgroup {cgroup:?}: {e}")))?;
+    m.add_pid(pid as i32)
+        .map_err(|e| Error::Other(format!("move the shim into cgroup {cgroup}: {e}")))
 }
 
 /// Make the shim one notch more killable than containerd (as the Go shim).
@@ -176,7 +217,12 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>> {
     } else {
         PathBuf::from(&flags.bundle)
     };
-    match SavedOptions::load(&bundle).runc(&flags.namespace, &bundle) {
+    match RuncOptions::load(&bundle).runc(&flags.namespace, &bundle) {
+        // containerd runs this after every shim exit, also a clean one: a
+        // runtime that keeps no `<root>/<id>` (runc, crun, runc-rs all keep
+        // one per container) knows nothing to delete, and the exec is
+        // saved on every container's teardown.
+        Ok(r) if !r.root.join(&flags.id).exists() => {}
         Ok(r) => {
             if let Err(e) = r.delete(&flags.id, true) {
                 if !runc::is_gone(&e) {
@@ -190,7 +236,10 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>> {
     // A socket left by a shim that died: remove it if nobody listens.
     if let Ok(addr) = fs::read_to_string(bundle.join("address")) {
         let p = socket_path(addr.trim());
-        if p.starts_with(SOCKET_ROOT) && UnixStream::connect(p).is_err() {
+        let is_socket = fs::symlink_metadata(p)
+            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            .unwrap_or(false);
+        if is_socket && UnixStream::connect(p).is_err() {
             let _ = fs::remove_file(p);
         }
     }
@@ -270,7 +319,13 @@ pub fn serve(flags: &Flags) -> Result<()> {
         );
         ttrpc::Server::new().add_listener(std::os::fd::IntoRawFd::into_raw_fd(fd))
     } else {
-        ttrpc::Server::new().bind(&flags.socket)
+        // `-socket PATH` (a path, or already a `unix://` address).
+        let addr = if flags.socket.contains("://") {
+            flags.socket.clone()
+        } else {
+            format!("unix://{}", flags.socket)
+        };
+        ttrpc::Server::new().bind(&addr)
     };
     let mut server = server
         .map_err(|e| Error::Other(format!("ttrpc listener: {e}")))?
@@ -282,6 +337,9 @@ pub fn serve(flags: &Flags) -> Result<()> {
         .start()
         .map_err(|e| Error::Other(format!("start ttrpc server: {e}")))?;
     log::info!("serving (pid {})", std::process::id());
+    // Read now: containerd removes the bundle (and this file) right after
+    // Shutdown, before the socket is removed on the way out.
+    let own_address = fs::read_to_string("address").ok();
 
     loop {
         match sigs.wait() {
@@ -296,10 +354,21 @@ pub fn serve(flags: &Flags) -> Result<()> {
         }
     }
     log::info!("shutting down");
-    task.events().close(Duration::from_secs(5));
-    if let Ok(addr) = fs::read_to_string("address") {
+    // First the socket file: a `start` for the same group (a container id
+    // reused at once) must bind a new shim, not connect to this one.
+    if let Some(addr) = own_address {
         let _ = fs::remove_file(socket_path(addr.trim()));
     }
+    if !flags.socket.is_empty() {
+        let _ = fs::remove_file(socket_path(&flags.socket));
+    }
+    // The Shutdown RPC that got us here still has to send its reply, and
+    // the server offers no way to wait for that: no new connections, and a
+    // moment for the writer before the process ends.
+    let server = server.stop_listen();
+    task.events().close(Duration::from_secs(5));
+    std::thread::sleep(SHUTDOWN_GRACE);
+    drop(server);
     let _ = std::io::stderr().flush();
     Ok(())
 }
@@ -313,7 +382,7 @@ mod tests {
         // sha256("/run/containerd/containerd.sock/default/123"), the value
         // containerd's own shim package computes.
         assert_eq!(
-            socket_address("/run/containerd/containerd.sock", "default", "123"),
+            socket_address("/run/containerd/s", "/run/containerd/containerd.sock", "default", "123"),
             "unix:///run/containerd/s/0ddfbd72d02b3551e75f3a0ed90b9965b533401be618f43a568bc522764e0ad0"
         );
     }

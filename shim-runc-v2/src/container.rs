@@ -9,120 +9,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim_protos::api::CreateTaskRequest;
-use containerd_shim_protos::protobuf::Message;
-use containerd_shim_protos::shim::oci::Options;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{io_ctx, Error, Result};
+use crate::metrics;
 use crate::mount::{self, Mount};
+use crate::options::RuncOptions;
 use crate::process::{Op, Process, Status};
 use crate::runc::{self, CreateOpts, Runc};
-use crate::stdio::{self, StdioConfig};
+use crate::stdio::{self, Owner, StdioConfig};
 
-/// The runtime binary used when the runc Options name none.
-pub const DEFAULT_RUNTIME: &str = "runc-rs";
-/// The runtime's state root when the runc Options give none (as the Go shim).
-pub const DEFAULT_ROOT: &str = "/run/containerd/runc";
 /// How long a delete waits for a process's output to drain.
 const IO_DRAIN: Duration = Duration::from_secs(2);
-
-/// What `delete` (the shim action) needs to find the container again,
-/// saved as `<bundle>/options.json`.
-#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SavedOptions {
-    #[serde(default)]
-    pub binary_name: String,
-    #[serde(default)]
-    pub root: String,
-    #[serde(default)]
-    pub systemd_cgroup: bool,
-}
-
-impl SavedOptions {
-    pub fn load(bundle: &Path) -> SavedOptions {
-        std::fs::read(bundle.join("options.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
-    }
-
-    fn save(&self, bundle: &Path) -> Result<()> {
-        let data = serde_json::to_vec(self).map_err(|e| Error::Other(e.to_string()))?;
-        std::fs::write(bundle.join("options.json"), data).map_err(io_ctx("write options.json"))
-    }
-
-    /// The runtime client for a container of namespace `ns` in `bundle`.
-    pub fn runc(&self, ns: &str, bundle: &Path) -> Result<Runc> {
-        let root = if self.root.is_empty() {
-            DEFAULT_ROOT
-        } else {
-            &self.root
-        };
-        Ok(Runc {
-            binary: resolve_runtime(&self.binary_name)?,
-            root: Path::new(root).join(ns),
-            log: bundle.join("log.json"),
-            systemd_cgroup: self.systemd_cgroup,
-        })
-    }
-}
-
-/// Decode the runc Options of a request (`containerd.runc.v1.Options`);
-/// other option types are ignored with a warning.
-pub fn parse_options(req: &CreateTaskRequest) -> Result<Options> {
-    let Some(any) = req.options.as_ref() else {
-        return Ok(Options::new());
-    };
-    let name = any.type_url.rsplit('/').next().unwrap_or_default();
-    match name {
-        "containerd.runc.v1.Options" | "containerd.linux.runc.RuncOptions" => {
-            Options::parse_from_bytes(&any.value)
-                .map_err(|e| Error::InvalidArgument(format!("runc options: {e}")))
-        }
-        "" => Ok(Options::new()),
-        other => {
-            log::warn!("ignoring task options of unsupported type {other}");
-            Ok(Options::new())
-        }
-    }
-}
-
-/// Find the runtime binary: an absolute or relative path as given, else a
-/// name looked up in `$PATH`, then beside the shim's own executable.
-pub fn resolve_runtime(name: &str) -> Result<PathBuf> {
-    let name = if name.is_empty() {
-        DEFAULT_RUNTIME
-    } else {
-        name
-    };
-    let is_exec = |p: &Path| {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
-    };
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return if is_exec(&p) {
-            Ok(p)
-        } else {
-            Err(Error::NotFound(format!("runtime binary {name}")))
-        };
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(|d| d.join(name)));
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .chain(beside)
-        .find(|p| is_exec(p))
-        .ok_or_else(|| {
-            Error::NotFound(format!(
-                "runtime binary {name:?} (looked in $PATH and beside the shim)"
-            ))
-        })
-}
 
 /// Whether the bundle's spec gives the container no pid namespace of its
 /// own (then its processes must be killed when init exits).
@@ -142,6 +39,7 @@ fn shares_host_pid_ns(bundle: &Path) -> bool {
 
 pub struct Container {
     pub id: String,
+    pub namespace: String,
     pub bundle: PathBuf,
     pub runc: Runc,
     pub init: Arc<Process>,
@@ -151,20 +49,29 @@ pub struct Container {
     io_gid: u32,
     pub kill_all_on_exit: bool,
     execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// The container's cgroup (found once its init exists), for Stats.
+    cgroup: Mutex<Option<cgroups::Manager>>,
 }
 
 impl Container {
     /// Mount the rootfs, run `create` and start the init's stdio copies.
     pub fn create(ns: &str, req: &CreateTaskRequest) -> Result<Container> {
         let bundle = PathBuf::from(&req.bundle);
-        let opts = parse_options(req)?;
-        let saved = SavedOptions {
-            binary_name: opts.binary_name.clone(),
-            root: opts.root.clone(),
-            systemd_cgroup: opts.systemd_cgroup,
-        };
-        let runc = saved.runc(ns, &bundle)?;
-        saved.save(&bundle)?;
+        if req.bundle.is_empty() || !bundle.is_dir() {
+            return Err(Error::NotFound(format!(
+                "bundle {:?} does not exist",
+                req.bundle
+            )));
+        }
+        if !bundle.join("config.json").is_file() {
+            return Err(Error::NotFound(format!(
+                "bundle {}: no config.json",
+                bundle.display()
+            )));
+        }
+        let opts = RuncOptions::from_any(req.options.as_ref())?;
+        let runc = opts.runc(ns, &bundle)?;
+        opts.save(&bundle)?;
         let _ = std::fs::write(bundle.join("runtime"), &opts.binary_name);
         let stdio = StdioConfig {
             stdin: req.stdin.clone(),
@@ -196,11 +103,17 @@ impl Container {
             }
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&r, std::fs::Permissions::from_mode(0o711));
-            mount::mount_all(&mounts, &r)?;
+            mount::mount_all(&mounts, &r).map_err(|e| match e {
+                Error::Io { context, source } => {
+                    Error::InvalidArgument(format!("rootfs: {context}: {source}"))
+                }
+                e => e,
+            })?;
             Some(r)
         };
         let c = Container {
             id: req.id.clone(),
+            namespace: ns.to_owned(),
             bundle: bundle.clone(),
             runc,
             init: Arc::new(Process::new(&req.id, "", stdio)),
@@ -209,6 +122,7 @@ impl Container {
             io_gid: opts.io_gid,
             kill_all_on_exit: shares_host_pid_ns(&bundle),
             execs: Mutex::new(HashMap::new()),
+            cgroup: Mutex::new(None),
         };
         let copts = CreateOpts {
             pid_file: bundle.join("init.pid"),
@@ -223,7 +137,28 @@ impl Container {
             c.cleanup_rootfs();
             return Err(e);
         }
+        match metrics::container_cgroup(c.init.pid(), &bundle, &c.id) {
+            Ok(cg) => *c.cgroup_lock() = Some(cg),
+            Err(e) => log::warn!("{}: no cgroup for stats and OOM events: {e}", c.id),
+        }
         Ok(c)
+    }
+
+    fn cgroup_lock(&self) -> MutexGuard<'_, Option<cgroups::Manager>> {
+        self.cgroup.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The container's cgroup, found at create (or now, if that failed).
+    pub fn cgroup(&self) -> Result<cgroups::Manager> {
+        let mut cg = self.cgroup_lock();
+        if cg.is_none() {
+            *cg = Some(metrics::container_cgroup(
+                self.init.pid(),
+                &self.bundle,
+                &self.id,
+            )?);
+        }
+        Ok(cg.clone().expect("set above"))
     }
 
     /// Prepare stdio, run the runtime call `f` (create or exec), read the
@@ -234,7 +169,12 @@ impl Container {
         mut o: CreateOpts,
         f: impl FnOnce(&Runc, &CreateOpts, runc::ProcStdio) -> Result<()>,
     ) -> Result<i32> {
-        let (prepared, child_io, socket) = stdio::prepare(&p.stdio, self.io_uid, self.io_gid)?;
+        let owner = Owner {
+            id: &p.id,
+            namespace: &self.namespace,
+        };
+        let (prepared, child_io, socket) =
+            stdio::prepare(&p.stdio, self.io_uid, self.io_gid, owner)?;
         o.console_socket = socket;
         let _ = std::fs::remove_file(&o.pid_file);
         f(&self.runc, &o, child_io)?;
@@ -428,53 +368,6 @@ fn close_io(p: &Process) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn saved_options_roundtrip() {
-        let d = tempfile::tempdir().unwrap();
-        assert_eq!(SavedOptions::load(d.path()), SavedOptions::default());
-        let o = SavedOptions {
-            binary_name: "/usr/sbin/runc".into(),
-            root: "/r".into(),
-            systemd_cgroup: false,
-        };
-        o.save(d.path()).unwrap();
-        assert_eq!(SavedOptions::load(d.path()), o);
-        let r = o.runc("ns1", d.path()).unwrap();
-        assert_eq!(r.root, Path::new("/r/ns1"));
-        assert_eq!(r.log, d.path().join("log.json"));
-    }
-
-    #[test]
-    fn runtime_lookup() {
-        assert_eq!(
-            resolve_runtime("/bin/sh").unwrap(),
-            PathBuf::from("/bin/sh")
-        );
-        assert!(resolve_runtime("sh").unwrap().ends_with("sh"));
-        assert!(matches!(
-            resolve_runtime("/nonexistent/runc"),
-            Err(Error::NotFound(_))
-        ));
-        assert!(matches!(
-            resolve_runtime("no-such-runtime-xyz"),
-            Err(Error::NotFound(_))
-        ));
-    }
-
-    #[test]
-    fn options_from_request() {
-        let mut req = CreateTaskRequest::new();
-        assert_eq!(parse_options(&req).unwrap(), Options::new());
-        let mut o = Options::new();
-        o.binary_name = "crun".into();
-        o.root = "/x".into();
-        let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
-        any.type_url = "containerd.runc.v1.Options".into();
-        any.value = o.write_to_bytes().unwrap();
-        req.options = containerd_shim_protos::protobuf::MessageField::some(any);
-        assert_eq!(parse_options(&req).unwrap(), o);
-    }
 
     #[test]
     fn pid_namespace_detection() {

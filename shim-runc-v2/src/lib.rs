@@ -7,30 +7,42 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`bootstrap`] | the `start` / `delete` actions and the serving process |
+//! | [`bootstrap`], [`protocol`], [`info`] | the `start` / `delete` actions and the serving process; what each containerd gives and reads; `-info` |
 //! | [`service`] | the ttrpc `containerd.task.v2.Task` (and v3) service, a thin adapter |
 //! | [`task`] | the task manager: containers, pid ↔ process bookkeeping, events |
 //! | [`container`] | one container: options, rootfs mounts, runtime calls |
 //! | [`process`] | a process's state machine (created, running, paused, stopped, deleted) |
+//! | [`lifecycle`] | exit bookkeeping and ordering (init after its execs) |
+//! | [`options`] | runtime options: runc Options, CRI config files, shim config |
 //! | [`runc`] | the runc CLI client |
-//! | [`stdio`] | FIFOs, pipes, console socket, copy threads |
+//! | [`stdio`], [`logbin`], [`console`] | FIFOs, pipes, console socket, copy threads; `binary://` loggers |
+//! | [`metrics`], [`oom`] | Stats (cgroup metrics protos), OOM events |
 //! | [`events`] | the bounded event queue forwarded to containerd |
 //! | [`reaper`] | subreaper, SIGCHLD reaping, waiting for commands |
-//! | [`mount`], [`logger`], [`args`], [`error`] | helpers |
+//! | [`mount`], [`logger`], [`args`], [`toml`], [`error`] | helpers |
 
 pub mod args;
 pub mod bootstrap;
+pub mod console;
 pub mod container;
 pub mod error;
 pub mod events;
+pub mod info;
+pub mod lifecycle;
+pub mod logbin;
 pub mod logger;
+pub mod metrics;
 pub mod mount;
+pub mod oom;
+pub mod options;
 pub mod process;
+pub mod protocol;
 pub mod reaper;
 pub mod runc;
 pub mod service;
 pub mod stdio;
 pub mod task;
+pub mod toml;
 
 /// The runtime type containerd selects this shim with.
 pub const RUNTIME_NAME: &str = "io.containerd.runc.v2-rs";

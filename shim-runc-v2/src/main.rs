@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use shim_runc_v2::{args, bootstrap, RUNTIME_NAME};
+use shim_runc_v2::{args, bootstrap, info, RUNTIME_NAME};
 
 fn run() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -19,11 +19,18 @@ fn run() -> anyhow::Result<()> {
         println!();
         return Ok(());
     }
+    if flags.info {
+        let data = info::run().context("info")?;
+        let mut out = std::io::stdout().lock();
+        out.write_all(&data)?;
+        out.flush()?;
+        return Ok(());
+    }
     match flags.action.as_str() {
         "start" => {
-            let address = bootstrap::start(&flags).context("start")?;
+            let reply = bootstrap::start(&flags).context("start")?;
             let mut out = std::io::stdout().lock();
-            out.write_all(address.as_bytes())?;
+            out.write_all(&reply)?;
             out.flush()?;
         }
         "delete" => {

@@ -18,6 +18,7 @@ use std::io;
 use std::process::{Child, ChildStdin, Command};
 use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 /// A container process (or any unclaimed child) that exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,11 +117,33 @@ impl Spawned {
     }
 
     /// Wait for the command to exit; its exit code (128 + signal if killed).
-    pub fn wait(self) -> io::Result<i32> {
-        if let Some(mut child) = self.child {
-            let st = child.wait()?;
-            use std::os::unix::process::ExitStatusExt;
-            return Ok(st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0)));
+    pub fn wait(mut self) -> io::Result<i32> {
+        self.wait_deadline(None)
+            .and_then(|s| s.ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut)))
+    }
+
+    /// Wait at most `timeout`: `None` if the command still runs (it can be
+    /// waited for again).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<i32>> {
+        self.wait_deadline(Some(Instant::now() + timeout))
+    }
+
+    fn wait_deadline(&mut self, deadline: Option<Instant>) -> io::Result<Option<i32>> {
+        use std::os::unix::process::ExitStatusExt;
+        let code = |st: std::process::ExitStatus| {
+            st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
+        };
+        if let Some(child) = self.child.as_mut() {
+            loop {
+                if let Some(st) = child.try_wait()? {
+                    return Ok(Some(code(st)));
+                }
+                match deadline {
+                    None => return child.wait().map(|st| Some(code(st))),
+                    Some(d) if Instant::now() >= d => return Ok(None),
+                    Some(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
         }
         let r = REAPER.get().expect("reaper installed");
         let mut cmds = lock(&r.cmds);
@@ -129,9 +152,21 @@ impl Spawned {
                 Some(Some(status)) => {
                     let status = *status;
                     cmds.remove(&self.pid);
-                    return Ok(status);
+                    return Ok(Some(status));
                 }
-                Some(None) => cmds = r.cv.wait(cmds).unwrap_or_else(|e| e.into_inner()),
+                Some(None) => match deadline {
+                    None => cmds = r.cv.wait(cmds).unwrap_or_else(|e| e.into_inner()),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Ok(None);
+                        }
+                        cmds =
+                            r.cv.wait_timeout(cmds, left)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                    }
+                },
                 None => {
                     return Err(io::Error::other(format!(
                         "pid {} is not a registered command",

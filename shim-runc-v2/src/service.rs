@@ -120,8 +120,15 @@ impl TaskService for Service {
         })
     }
 
-    fn stats(&self, _: &TtrpcContext, _: StatsRequest) -> R<StatsResponse> {
-        unimplemented("stats")
+    fn stats(&self, _: &TtrpcContext, r: StatsRequest) -> R<StatsResponse> {
+        let stats = self
+            .task
+            .stats(&r.id)
+            .inspect_err(|e| log::debug!("stats {}: {e}", r.id))?;
+        Ok(StatsResponse {
+            stats: MessageField::some(stats),
+            ..Default::default()
+        })
     }
 
     fn connect(&self, _: &TtrpcContext, r: ConnectRequest) -> R<ConnectResponse> {

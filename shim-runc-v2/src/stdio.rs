@@ -3,10 +3,12 @@
 //! master through a console socket) and copies between them and the
 //! destinations containerd asked for, on small threads:
 //!
-//! * stdout / stderr: a FIFO path (opened read-write, so the shim's writes
-//!   never fail while the client reopens it), a plain file, or `file://PATH`
-//!   (appended to, as `ctr run --log-uri` asks); `binary://` is not supported
-//!   yet;
+//! * stdout / stderr: a FIFO path (opened read-write once the client has
+//!   its read side open, so the shim's writes never fail while the client
+//!   reopens it), a plain file, or `file://PATH`
+//!   (appended to, as `ctr run --log-uri` asks); or `binary://` (see
+//!   [`crate::logbin`]: the runtime gets pipes whose other ends go to a
+//!   logging binary, nothing is copied);
 //! * stdin: the FIFO is opened for reading, and the shim also keeps a writer
 //!   of its own, so the container sees EOF only after CloseIO *and* the
 //!   client closed its end.
@@ -18,17 +20,22 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use crate::console::ConsoleSocket;
 use crate::error::{io_ctx, Error, Result};
+use crate::logbin::BinaryLogger;
 use crate::runc::ProcStdio;
+
+/// How long a FIFO destination may wait for its reader.
+const FIFO_READER_WAIT: Duration = Duration::from_secs(5);
 
 /// Where a process's stdio goes, as containerd gave it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +53,15 @@ pub struct Prepared {
     stdout_r: Option<File>,
     stderr_r: Option<File>,
     console: Option<ConsoleSocket>,
+    logger: Option<BinaryLogger>,
+}
+
+/// Whose stdio it is: the logging binary's `CONTAINER_ID` and
+/// `CONTAINER_NAMESPACE`.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub id: &'a str,
+    pub namespace: &'a str,
 }
 
 /// Running copies of a process's stdio.
@@ -57,7 +73,49 @@ pub struct ProcessIo {
     console: Option<File>,
     /// Dropping it stops the copiers.
     cancel: Option<OwnedFd>,
+    /// The output copies (stdout, stderr, the terminal).
     copiers: Vec<JoinHandle<()>>,
+    output: OutputDone,
+    /// The stdin copy: it ends with CloseIO or on close, not with the process.
+    stdin_copier: Option<JoinHandle<()>>,
+    /// The `binary://` logger, stopped on close.
+    logger: Option<BinaryLogger>,
+}
+
+/// Counts a process's running output copies, so that its exit can wait
+/// until they flushed what it wrote: ctr 1.6 closes its FIFOs as soon as
+/// it sees the exit.
+#[derive(Default, Clone)]
+pub struct OutputDone(Arc<(Mutex<usize>, Condvar)>);
+
+impl OutputDone {
+    fn begin(&self) -> OutputGuard {
+        *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        OutputGuard(self.clone())
+    }
+
+    /// Wait until every output copy ended, at most `timeout`; false if
+    /// some still run.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let (lock, cv) = &*self.0;
+        let n = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (n, _) = cv
+            .wait_timeout_while(n, timeout, |n| *n > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *n == 0
+    }
+}
+
+/// Ends one output copy (also if its thread panics).
+struct OutputGuard(OutputDone);
+
+impl Drop for OutputGuard {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.0 .0;
+        let mut n = lock.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        cv.notify_all();
+    }
 }
 
 fn pipe() -> Result<(File, File)> {
@@ -80,11 +138,8 @@ fn chown_fd(f: &File, uid: u32, gid: u32) -> Result<()> {
 /// Reject what cannot be served before anything is created.
 pub fn validate(cfg: &StdioConfig) -> Result<()> {
     for uri in [&cfg.stdout, &cfg.stderr] {
-        if uri.starts_with("binary://") {
-            return Err(Error::Unimplemented(format!("binary:// logging ({uri})")));
-        }
         if let Some((scheme, _)) = uri.split_once("://") {
-            if scheme != "file" && scheme != "fifo" {
+            if !matches!(scheme, "file" | "fifo" | "binary") {
                 return Err(Error::InvalidArgument(format!(
                     "unknown STDIO scheme {scheme}"
                 )));
@@ -101,6 +156,7 @@ pub fn prepare(
     cfg: &StdioConfig,
     uid: u32,
     gid: u32,
+    owner: Owner<'_>,
 ) -> Result<(Prepared, ProcStdio, Option<PathBuf>)> {
     validate(cfg)?;
     let mut p = Prepared {
@@ -108,14 +164,33 @@ pub fn prepare(
         stdout_r: None,
         stderr_r: None,
         console: None,
+        logger: None,
     };
     if cfg.terminal {
         let sock = ConsoleSocket::new()?;
-        let path = sock.path.clone();
+        let path = sock.path().to_path_buf();
         p.console = Some(sock);
         return Ok((p, ProcStdio::null(), Some(path)));
     }
     let mut io = ProcStdio::null();
+    if cfg.stdout.starts_with("binary://") {
+        // As the Go shim: the stdout URI decides, the logger gets both
+        // streams, stdin is not connected.
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        chown_fd(&out_w, uid, gid)?;
+        chown_fd(&err_w, uid, gid)?;
+        p.logger = Some(BinaryLogger::start(
+            &cfg.stdout,
+            owner.id,
+            owner.namespace,
+            out_r,
+            err_r,
+        )?);
+        io.stdout = Stdio::from(out_w);
+        io.stderr = Stdio::from(err_w);
+        return Ok((p, io, None));
+    }
     if !cfg.stdin.is_empty() {
         let (r, w) = pipe()?;
         chown_fd(&r, uid, gid)?;
@@ -137,32 +212,84 @@ pub fn prepare(
     Ok((p, io, None))
 }
 
-/// Open an output destination: FIFO (read-write), `file://` or a plain file.
-fn open_output(uri: &str) -> Result<File> {
+/// An output destination: FIFO, `file://` or a plain file. The second file
+/// is a FIFO's keep-alive reader (see [`open_fifo`]).
+fn open_output(uri: &str) -> Result<(File, Option<File>)> {
     if let Some(path) = uri.strip_prefix("file://") {
         let path = Path::new(path);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_ctx(format!("mkdir {}", dir.display())))?;
         }
-        return OpenOptions::new()
+        let f = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o644)
             .open(path)
-            .map_err(io_ctx(format!("open {}", path.display())));
+            .map_err(io_ctx(format!("open {}", path.display())))?;
+        return Ok((f, None));
     }
     let path = uri.strip_prefix("fifo://").unwrap_or(uri);
     let is_fifo = std::fs::metadata(path)
         .map_err(io_ctx(format!("stat {path}")))?
         .file_type()
         .is_fifo();
-    let mut o = OpenOptions::new();
     if is_fifo {
-        o.read(true).write(true);
-    } else {
-        o.append(true);
+        return open_fifo(path).map(|(w, r)| (w, Some(r)));
     }
-    o.open(path).map_err(io_ctx(format!("open {path}")))
+    let f = OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_ctx(format!("open {path}")))?;
+    Ok((f, None))
+}
+
+/// Open the client's FIFO for writing once the client holds its read side,
+/// plus a reader of the shim's own.
+///
+/// A FIFO keeps written data only while a descriptor holds it open: output
+/// written and closed before the client's (asynchronous) open would be
+/// dropped, and a writer that comes and goes makes the client read EOF.
+/// So, as the Go shim does (a blocking write-only open), the writer waits
+/// for the reader, bounded here: after [`FIFO_READER_WAIT`] the FIFO is
+/// opened read-write anyway. The keep-alive reader means the shim's writes
+/// never fail (EPIPE) while the client closes and reopens its end.
+fn open_fifo(path: &str) -> Result<(File, File)> {
+    let deadline = Instant::now() + FIFO_READER_WAIT;
+    let mut pause = Duration::from_micros(200);
+    let writer = loop {
+        let w = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path);
+        match w {
+            Ok(w) => break w,
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                log::warn!("{path}: no reader after {FIFO_READER_WAIT:?}; writing to it anyway");
+                break OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(io_ctx(format!("open {path}")))?;
+            }
+            Err(e) => return Err(Error::io(format!("open {path}"), e)),
+        }
+    };
+    // Writes block (rather than fail) while the client is slow to read.
+    let fl = nix::fcntl::fcntl(writer.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+        .map_err(|e| Error::sys("fcntl", e))?;
+    let fl = OFlag::from_bits_truncate(fl) & !OFlag::O_NONBLOCK;
+    nix::fcntl::fcntl(writer.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(fl))
+        .map_err(|e| Error::sys("fcntl", e))?;
+    let keep = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io_ctx(format!("open {path} for reading")))?;
+    Ok((writer, keep))
 }
 
 /// Open the stdin FIFO for reading plus a writer the shim keeps.
@@ -187,8 +314,12 @@ impl Prepared {
         let (cancel_r, cancel_w) = pipe()?;
         let mut io = ProcessIo {
             cancel: Some(OwnedFd::from(cancel_w)),
+            logger: self.logger,
             ..ProcessIo::default()
         };
+        if io.logger.is_some() {
+            return Ok(io);
+        }
         let cancel = |_: &ProcessIo| -> Result<File> {
             cancel_r.try_clone().map_err(io_ctx("dup cancel pipe"))
         };
@@ -197,22 +328,25 @@ impl Prepared {
             if !cfg.stdout.is_empty() {
                 let dst = open_output(&cfg.stdout)?;
                 let src = master.try_clone().map_err(io_ctx("dup pty master"))?;
+                let done = Some(io.output.begin());
                 io.copiers.push(spawn_copy(
                     format!("{name}-tty-out"),
                     src,
                     dst,
                     cancel(&io)?,
+                    done,
                 )?);
             }
             if !cfg.stdin.is_empty() {
                 let (src, keep) = open_stdin(&cfg.stdin)?;
                 let dst = master.try_clone().map_err(io_ctx("dup pty master"))?;
                 io.stdin_keep = Some(keep);
-                io.copiers.push(spawn_copy(
+                io.stdin_copier = Some(spawn_copy(
                     format!("{name}-tty-in"),
                     src,
-                    dst,
+                    (dst, None),
                     cancel(&io)?,
+                    None,
                 )?);
             }
             io.console = Some(master);
@@ -220,19 +354,36 @@ impl Prepared {
         }
         if let Some(src) = self.stdout_r {
             let dst = open_output(&cfg.stdout)?;
-            io.copiers
-                .push(spawn_copy(format!("{name}-out"), src, dst, cancel(&io)?)?);
+            let done = Some(io.output.begin());
+            io.copiers.push(spawn_copy(
+                format!("{name}-out"),
+                src,
+                dst,
+                cancel(&io)?,
+                done,
+            )?);
         }
         if let Some(src) = self.stderr_r {
             let dst = open_output(&cfg.stderr)?;
-            io.copiers
-                .push(spawn_copy(format!("{name}-err"), src, dst, cancel(&io)?)?);
+            let done = Some(io.output.begin());
+            io.copiers.push(spawn_copy(
+                format!("{name}-err"),
+                src,
+                dst,
+                cancel(&io)?,
+                done,
+            )?);
         }
         if let Some(dst) = self.stdin_w {
             let (src, keep) = open_stdin(&cfg.stdin)?;
             io.stdin_keep = Some(keep);
-            io.copiers
-                .push(spawn_copy(format!("{name}-in"), src, dst, cancel(&io)?)?);
+            io.stdin_copier = Some(spawn_copy(
+                format!("{name}-in"),
+                src,
+                (dst, None),
+                cancel(&io)?,
+                None,
+            )?);
         }
         Ok(io)
     }
@@ -262,7 +413,12 @@ impl ProcessIo {
         Ok(())
     }
 
-    /// Take the copier threads (to wait for them without any lock held).
+    /// Tracks the output copies (to wait for them without any lock held).
+    pub fn output_done(&self) -> OutputDone {
+        self.output.clone()
+    }
+
+    /// Take the output copier threads (to wait for them without any lock held).
     pub fn take_copiers(&mut self) -> Vec<JoinHandle<()>> {
         std::mem::take(&mut self.copiers)
     }
@@ -272,6 +428,9 @@ impl ProcessIo {
         self.cancel = None;
         self.stdin_keep = None;
         self.console = None;
+        if let Some(mut l) = self.logger.take() {
+            l.stop();
+        }
     }
 }
 
@@ -293,11 +452,24 @@ pub fn wait_copiers(copiers: Vec<JoinHandle<()>>, timeout: Duration) -> Vec<Join
     left
 }
 
-fn spawn_copy(name: String, src: File, dst: File, cancel: File) -> Result<JoinHandle<()>> {
+/// Copy `src` to `dst.0` on a thread; `dst.1` (a FIFO's keep-alive reader)
+/// lives as long as the copy.
+fn spawn_copy(
+    name: String,
+    src: File,
+    dst: (File, Option<File>),
+    cancel: File,
+    done: Option<OutputGuard>,
+) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name(name.clone())
         .stack_size(64 * 1024)
-        .spawn(move || copy_loop(&name, src, dst, cancel))
+        .spawn(move || {
+            let (dst, keep) = dst;
+            copy_loop(&name, src, dst, cancel);
+            drop(keep);
+            drop(done);
+        })
         .map_err(io_ctx("spawn stdio copier"))
 }
 
@@ -353,78 +525,6 @@ fn copy_loop(name: &str, mut src: File, mut dst: File, cancel: File) {
     }
 }
 
-/// A unix socket the runtime sends the pty master to (`--console-socket`),
-/// in a private temporary directory removed on drop.
-pub struct ConsoleSocket {
-    dir: PathBuf,
-    path: PathBuf,
-    listener: UnixListener,
-}
-
-impl ConsoleSocket {
-    pub fn new() -> Result<ConsoleSocket> {
-        let dir =
-            nix::unistd::mkdtemp("/tmp/pty-rs-XXXXXX").map_err(|e| Error::sys("mkdtemp", e))?;
-        let path = dir.join("pty.sock");
-        let listener = UnixListener::bind(&path).map_err(io_ctx("bind console socket"))?;
-        Ok(ConsoleSocket {
-            dir,
-            path,
-            listener,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Accept the runtime's connection and receive the master (SCM_RIGHTS).
-    pub fn receive_master(&self) -> Result<File> {
-        let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(10_000u16)) {
-            Ok(0) => {
-                return Err(Error::Runtime(
-                    "no console from the runtime within 10s".into(),
-                ))
-            }
-            Ok(_) => {}
-            Err(e) => return Err(Error::sys("poll console socket", e)),
-        }
-        let (conn, _) = self.listener.accept().map_err(io_ctx("accept console"))?;
-        let mut name = [0u8; 4096];
-        let mut iov = [io::IoSliceMut::new(&mut name)];
-        let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = nix::sys::socket::recvmsg::<()>(
-            conn.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| Error::sys("receive console master", e))?;
-        for c in msg.cmsgs().map_err(|e| Error::sys("console cmsg", e))? {
-            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-                if let Some(&fd) = fds.first() {
-                    use std::os::fd::FromRawFd;
-                    for &extra in &fds[1..] {
-                        let _ = nix::unistd::close(extra);
-                    }
-                    return Ok(File::from(unsafe { OwnedFd::from_raw_fd(fd) }));
-                }
-            }
-        }
-        Err(Error::Runtime(
-            "console socket message carried no fd".into(),
-        ))
-    }
-}
-
-impl Drop for ConsoleSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,7 +541,11 @@ mod tests {
             stderr: fifo.to_string_lossy().into_owned(),
             terminal: false,
         };
-        let (prep, child, sock) = prepare(&cfg, 0, 0).unwrap();
+        let owner = Owner {
+            id: "t",
+            namespace: "ns",
+        };
+        let (prep, child, sock) = prepare(&cfg, 0, 0, owner).unwrap();
         assert!(sock.is_none());
         let reader = OpenOptions::new()
             .read(true)
@@ -469,11 +573,16 @@ mod tests {
     }
 
     #[test]
-    fn binary_logging_is_unimplemented() {
-        let cfg = StdioConfig {
-            stdout: "binary:///bin/logger".into(),
+    fn schemes() {
+        let cfg = |s: &str| StdioConfig {
+            stdout: s.into(),
             ..Default::default()
         };
-        assert!(matches!(validate(&cfg), Err(Error::Unimplemented(_))));
+        assert!(validate(&cfg("binary:///bin/logger")).is_ok());
+        assert!(validate(&cfg("file:///x")).is_ok());
+        assert!(matches!(
+            validate(&cfg("npipe://x")),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 }

@@ -2,12 +2,13 @@
 //! ties reaped pids to processes, and the events each operation publishes.
 //!
 //! Locks are short: the container table, a process's state, the lifecycle
-//! table. None is held while the runtime runs.
+//! table. None is held while the runtime runs. The ordering rules of exits
+//! (an init's TaskExit after its execs') live in [`crate::lifecycle`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use containerd_shim_protos::api::{self, CreateTaskRequest, ExecProcessRequest};
 use containerd_shim_protos::events::task as ev;
@@ -18,27 +19,25 @@ use containerd_shim_protos::shim::oci::ProcessDetails;
 use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::events::{timestamp, Publisher};
+use crate::lifecycle::Lifecycle;
+use crate::metrics;
+use crate::oom::OomMonitor;
 use crate::process::{Op, Process, Status};
 use crate::reaper::Exit;
 use crate::stdio::StdioConfig;
 
-/// Exits of pids not (yet) known, kept for a process whose pid is being
-/// registered: at most this many.
-const UNCLAIMED: usize = 64;
-
 type Entry = (Arc<Container>, Arc<Process>);
 
-#[derive(Default)]
-struct Lifecycle {
-    running: HashMap<i32, Entry>,
-    unclaimed: VecDeque<Exit>,
-}
+/// How long an exit waits for the process's output to be copied (children
+/// that outlive it may hold the pipes open).
+const EXIT_OUTPUT_WAIT: Duration = Duration::from_secs(1);
 
 pub struct Task {
     namespace: String,
     containers: Mutex<HashMap<String, Arc<Container>>>,
-    lifecycle: Mutex<Lifecycle>,
-    events: Publisher,
+    lifecycle: Mutex<Lifecycle<Entry>>,
+    events: Arc<Publisher>,
+    oom: OomMonitor,
     on_shutdown: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -55,11 +54,20 @@ impl Task {
         events: Publisher,
         on_shutdown: Box<dyn Fn() + Send + Sync>,
     ) -> Task {
+        let events = Arc::new(events);
+        let ev = Arc::clone(&events);
+        let oom = OomMonitor::new(Box::new(move |id: &str| {
+            ev.publish(&ev::TaskOOM {
+                container_id: id.to_owned(),
+                ..Default::default()
+            })
+        }));
         Task {
             namespace,
             containers: Mutex::new(HashMap::new()),
             lifecycle: Mutex::new(Lifecycle::default()),
             events,
+            oom,
             on_shutdown,
         }
     }
@@ -72,7 +80,7 @@ impl Task {
         self.containers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn life(&self) -> MutexGuard<'_, Lifecycle> {
+    fn life(&self) -> MutexGuard<'_, Lifecycle<Entry>> {
         self.lifecycle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -92,19 +100,7 @@ impl Task {
     /// Handle exits from the reaper until the channel closes.
     pub fn run_exits(&self, rx: Receiver<Exit>) {
         for e in rx {
-            let entry = {
-                let mut l = self.life();
-                match l.running.remove(&e.pid) {
-                    Some(entry) => Some(entry),
-                    None => {
-                        if l.unclaimed.len() >= UNCLAIMED {
-                            l.unclaimed.pop_front();
-                        }
-                        l.unclaimed.push_back(e);
-                        None
-                    }
-                }
-            };
+            let entry = self.life().reaped(e);
             if let Some((c, p)) = entry {
                 self.process_exited(&c, &p, e);
             }
@@ -113,25 +109,52 @@ impl Task {
 
     /// Tie `pid` to `p`; if it already exited, handle that now.
     fn register(&self, c: &Arc<Container>, p: &Arc<Process>, pid: i32) {
-        let early = {
-            let mut l = self.life();
-            match l.unclaimed.iter().position(|e| e.pid == pid) {
-                Some(i) => l.unclaimed.remove(i),
-                None => {
-                    l.running.insert(pid, (Arc::clone(c), Arc::clone(p)));
-                    None
-                }
-            }
-        };
+        let early = self.life().register(pid, (Arc::clone(c), Arc::clone(p)));
         if let Some(e) = early {
             self.process_exited(c, p, e);
         }
     }
 
-    fn process_exited(&self, c: &Container, p: &Process, e: Exit) {
-        if p.is_init() && c.kill_all_on_exit {
-            if let Err(err) = c.runc.kill(&c.id, libc::SIGKILL as u32, true) {
-                log::debug!("{}: kill --all after init exit: {err}", c.id);
+    /// A process exited. An init's exit waits for the container's running
+    /// execs; an exec's exit may release it.
+    fn process_exited(&self, c: &Arc<Container>, p: &Arc<Process>, e: Exit) {
+        if p.is_init() {
+            // Without a pid namespace of its own, the container's other
+            // processes do not die with its init: kill them (their exits
+            // then release the init's).
+            if c.kill_all_on_exit && p.lock().busy != Some(Op::Starting) {
+                if let Err(err) = c.runc.kill(&c.id, libc::SIGKILL as u32, true) {
+                    log::debug!("{}: kill --all after init exit: {err}", c.id);
+                }
+            }
+            let now = self
+                .life()
+                .init_exited(&c.id, (Arc::clone(c), Arc::clone(p)), e);
+            match now {
+                Some(_) => {
+                    self.publish_exit(c, p, e);
+                }
+                None => log::debug!("{}: init exited; waiting for its execs", c.id),
+            }
+            return;
+        }
+        if self.publish_exit(c, p, e) {
+            let held = self.life().exec_done(&c.id);
+            if let Some(((c, p), e)) = held {
+                self.publish_exit(&c, &p, e);
+            }
+        }
+    }
+
+    /// Record the exit in the process; publish TaskExit when that changed
+    /// its state (false: held for its starter, or already stopped).
+    fn publish_exit(&self, c: &Container, p: &Process, e: Exit) -> bool {
+        // What the process wrote reaches its destination before its exit is
+        // told: clients (ctr 1.6) close their FIFOs on the exit.
+        let output = p.lock().io.as_ref().map(|io| io.output_done());
+        if let Some(done) = output {
+            if !done.wait(EXIT_OUTPUT_WAIT) {
+                log::debug!("{}: {} output still open after its exit", c.id, p.id);
             }
         }
         if p.exited(e.status) {
@@ -151,7 +174,9 @@ impl Task {
                 exited_at: ts(s.exited_at),
                 ..Default::default()
             });
+            return true;
         }
+        false
     }
 
     pub fn create(&self, req: &CreateTaskRequest) -> Result<u32> {
@@ -185,12 +210,29 @@ impl Task {
             ..Default::default()
         });
         self.register(&c, &c.init, pid);
+        match c.cgroup().and_then(|cg| {
+            cg.oom_events()
+                .map_err(|e| Error::Other(format!("oom events: {e}")))
+        }) {
+            Ok(w) => {
+                if let Err(e) = self.oom.add(&c.id, w) {
+                    log::warn!("{}: {e}", c.id);
+                }
+            }
+            Err(e) => log::warn!("{}: no OOM events: {e}", c.id),
+        }
         Ok(pid as u32)
     }
 
     pub fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
         let (c, p) = self.process(id, exec_id)?;
         p.begin(Op::Starting)?;
+        if !p.is_init() {
+            if let Err(e) = self.life().exec_starting(id) {
+                p.end(None);
+                return Err(e);
+            }
+        }
         let r = if p.is_init() {
             c.runc.start(id).map(|()| p.pid())
         } else {
@@ -225,6 +267,12 @@ impl Task {
                     status,
                 },
             );
+        } else if r.is_err() && !p.is_init() {
+            // The exec never ran: it no longer holds back the init's exit.
+            let held = self.life().exec_done(id);
+            if let Some(((c, p), e)) = held {
+                self.publish_exit(&c, &p, e);
+            }
         }
         r.map(|pid| pid as u32)
     }
@@ -245,8 +293,15 @@ impl Task {
         }
         p.end(Some(Status::Deleted));
         let s = p.snapshot();
-        self.life().running.retain(|_, (_, q)| !Arc::ptr_eq(q, &p));
+        {
+            let mut l = self.life();
+            l.unregister(|(_, q)| Arc::ptr_eq(q, &p));
+            if p.is_init() {
+                l.forget(id);
+            }
+        }
         if p.is_init() {
+            self.oom.remove(id);
             self.table().remove(id);
             self.events.publish(&ev::TaskDelete {
                 container_id: id.to_owned(),
@@ -319,7 +374,18 @@ impl Task {
 
     pub fn pids(&self, id: &str) -> Result<Vec<api::ProcessInfo>> {
         let c = self.container(id)?;
-        let pids = c.runc.ps(id)?;
+        let pids = match c.runc.ps(id) {
+            Ok(pids) => pids,
+            // A runtime without `ps` (runc-rs, so far): the cgroup lists
+            // the same host pids.
+            Err(e) => match c.cgroup().ok().and_then(|cg| cg.pids().ok()) {
+                Some(pids) => {
+                    log::debug!("{id}: runtime ps failed ({e}); pids from the cgroup");
+                    pids.into_iter().map(|p| p as u32).collect()
+                }
+                None => return Err(e),
+            },
+        };
         let execs = c.execs();
         Ok(pids
             .into_iter()
@@ -398,6 +464,13 @@ impl Task {
             )));
         }
         c.runc.update(id, resources)
+    }
+
+    /// The container's cgroup statistics (the Stats RPC's Any).
+    pub fn stats(&self, id: &str) -> Result<Any> {
+        let c = self.container(id)?;
+        let cg = c.cgroup()?;
+        metrics::stats_any(&cg, id)
     }
 
     /// The init pid of `id` (0 when unknown).

@@ -5,5 +5,8 @@
 
 pub mod containerd;
 pub mod diff;
+pub mod hygiene;
+pub mod pair;
 pub mod podman;
 pub mod runtime;
+pub mod shim_rs;
