@@ -14,9 +14,10 @@ use runc_rs::logging::{self, LogFormat};
 #[derive(Parser, Debug)]
 #[command(name = "runc-rs", version, about = "A native OCI runtime, CLI-compatible with runc")]
 struct Cli {
-    /// Root directory for container state.
-    #[arg(long, global = false, default_value = "/run/runc-rs")]
-    root: PathBuf,
+    /// Root directory for container state (default /run/runc-rs; for a
+    /// non-root user $XDG_RUNTIME_DIR/runc-rs or /run/user/<uid>/runc-rs).
+    #[arg(long, global = false)]
+    root: Option<PathBuf>,
     /// Log file (default: stderr).
     #[arg(long)]
     log: Option<PathBuf>,
@@ -28,7 +29,7 @@ struct Cli {
     /// Use systemd for cgroups (no systemd driver yet: refused).
     #[arg(long = "systemd-cgroup")]
     systemd_cgroup: bool,
-    /// Path to criu (accepted for compatibility).
+    /// Path to criu (checkpoint, restore).
     #[arg(long, default_value = "criu")]
     criu: String,
     /// Rootless mode: true, false or auto (accepted for compatibility).
@@ -113,6 +114,203 @@ enum Command {
     Features,
     /// Run a new process inside a container.
     Exec(ExecArgs),
+    /// List the processes of a container (`ps` options may follow the id).
+    Ps {
+        /// table or json
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        container_id: String,
+        /// Options for ps(1) (default -ef).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Freeze every process of a container.
+    Pause { container_id: String },
+    /// Thaw a paused container.
+    Resume { container_id: String },
+    /// Update a container's resource limits.
+    Update(UpdateArgs),
+    /// Checkpoint a running container with criu.
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a criu checkpoint.
+    Restore(RestoreArgs),
+    /// Print a container's statistics and OOM events as JSON.
+    Events {
+        /// How often to print statistics (a Go duration).
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        /// Print the statistics once and exit.
+        #[arg(long)]
+        stats: bool,
+        container_id: String,
+    },
+}
+
+/// The criu options checkpoint and restore share.
+#[derive(clap::Args, Debug)]
+struct CriuArgs {
+    /// Directory of the criu image files (default ./checkpoint).
+    #[arg(long = "image-path")]
+    image_path: Option<PathBuf>,
+    /// Directory for criu's work files and logs.
+    #[arg(long = "work-path")]
+    work_path: Option<PathBuf>,
+    /// Allow open TCP connections.
+    #[arg(long = "tcp-established")]
+    tcp_established: bool,
+    /// Allow external unix sockets.
+    #[arg(long = "ext-unix-sk")]
+    ext_unix_sk: bool,
+    /// Allow shell jobs.
+    #[arg(long = "shell-job")]
+    shell_job: bool,
+    /// Handle file locks.
+    #[arg(long = "file-locks")]
+    file_locks: bool,
+    /// cgroups mode: soft (default), full or strict.
+    #[arg(long = "manage-cgroups-mode")]
+    manage_cgroups_mode: Option<String>,
+    /// Create a namespace, but do not restore its properties (network).
+    #[arg(long = "empty-ns")]
+    empty_ns: Vec<String>,
+    /// Deduplicate memory images.
+    #[arg(long = "auto-dedup")]
+    auto_dedup: bool,
+    /// Restore memory pages lazily (not supported).
+    #[arg(long = "lazy-pages")]
+    lazy_pages: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct CheckpointArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    /// A previous pre-dump, relative to the image path.
+    #[arg(long = "parent-path")]
+    parent_path: Option<String>,
+    /// Leave the container running after the checkpoint.
+    #[arg(long = "leave-running")]
+    leave_running: bool,
+    /// Dump memory only and leave the container running.
+    #[arg(long = "pre-dump")]
+    pre_dump: bool,
+    /// ADDRESS:PORT of a criu page server.
+    #[arg(long = "page-server")]
+    page_server: Option<String>,
+    /// Accepted for compatibility (lazy pages are not supported).
+    #[arg(long = "status-fd", default_value_t = -1, allow_negative_numbers = true)]
+    status_fd: i32,
+    container_id: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct RestoreArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    /// Path to the bundle directory.
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    /// Detach from the container's process.
+    #[arg(short, long)]
+    detach: bool,
+    /// File to write the container's pid to.
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket that receives a restored terminal's pty master.
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// Accepted for compatibility.
+    #[arg(long = "no-subreaper")]
+    no_subreaper: bool,
+    /// Accepted for compatibility (criu sets up the root).
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    container_id: String,
+}
+
+fn criu_opts(cli: &Cli, a: &CriuArgs) -> Result<runc_rs::container::criu::CriuOpts> {
+    if a.lazy_pages {
+        bail!("--lazy-pages is not supported by this runtime");
+    }
+    Ok(runc_rs::container::criu::CriuOpts {
+        criu: cli.criu.clone(),
+        image_path: a.image_path.clone(),
+        work_path: a.work_path.clone(),
+        tcp_established: a.tcp_established,
+        ext_unix_sk: a.ext_unix_sk,
+        shell_job: a.shell_job,
+        file_locks: a.file_locks,
+        auto_dedup: a.auto_dedup,
+        manage_cgroups_mode: a.manage_cgroups_mode.clone(),
+        empty_ns: a.empty_ns.clone(),
+    })
+}
+
+#[derive(clap::Args, Debug)]
+struct UpdateArgs {
+    /// A linux.resources JSON file, or '-' for stdin; the other flags are then ignored.
+    #[arg(short, long)]
+    resources: Option<String>,
+    #[arg(long = "blkio-weight", allow_hyphen_values = true)]
+    blkio_weight: Option<String>,
+    #[arg(long = "cpu-period", allow_hyphen_values = true)]
+    cpu_period: Option<String>,
+    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+    cpu_quota: Option<String>,
+    #[arg(long = "cpu-share", allow_hyphen_values = true)]
+    cpu_share: Option<String>,
+    #[arg(long = "cpu-rt-period", allow_hyphen_values = true)]
+    cpu_rt_period: Option<String>,
+    #[arg(long = "cpu-rt-runtime", allow_hyphen_values = true)]
+    cpu_rt_runtime: Option<String>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    /// (obsolete; ignored with a warning)
+    #[arg(long = "kernel-memory", allow_hyphen_values = true, hide = true)]
+    kernel_memory: Option<String>,
+    /// (obsolete; ignored with a warning)
+    #[arg(long = "kernel-memory-tcp", allow_hyphen_values = true, hide = true)]
+    kernel_memory_tcp: Option<String>,
+    /// Memory limit (bytes, or with a k/m/g suffix; -1 for none).
+    #[arg(long, allow_hyphen_values = true)]
+    memory: Option<String>,
+    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    /// Memory + swap limit; -1 for unlimited swap.
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<String>,
+    #[arg(long = "l3-cache-schema")]
+    l3_cache_schema: Option<String>,
+    #[arg(long = "mem-bw-schema")]
+    mem_bw_schema: Option<String>,
+    container_id: String,
+}
+
+fn update_opts(a: &UpdateArgs) -> runc_rs::container::update::UpdateOpts {
+    runc_rs::container::update::UpdateOpts {
+        id: a.container_id.clone(),
+        resources: a.resources.clone(),
+        blkio_weight: a.blkio_weight.clone(),
+        cpu_period: a.cpu_period.clone(),
+        cpu_quota: a.cpu_quota.clone(),
+        cpu_share: a.cpu_share.clone(),
+        cpu_rt_period: a.cpu_rt_period.clone(),
+        cpu_rt_runtime: a.cpu_rt_runtime.clone(),
+        cpuset_cpus: a.cpuset_cpus.clone(),
+        cpuset_mems: a.cpuset_mems.clone(),
+        kernel_memory: a.kernel_memory.clone(),
+        kernel_memory_tcp: a.kernel_memory_tcp.clone(),
+        memory: a.memory.clone(),
+        memory_reservation: a.memory_reservation.clone(),
+        memory_swap: a.memory_swap.clone(),
+        pids_limit: a.pids_limit.clone(),
+        l3_cache_schema: a.l3_cache_schema.clone(),
+        mem_bw_schema: a.mem_bw_schema.clone(),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -225,8 +423,17 @@ fn create_opts(a: &CreateArgs) -> CreateOpts {
 }
 
 fn dispatch(cli: &Cli) -> Result<i32> {
-    let root = &cli.root;
-    let needs_cgroups = matches!(cli.command, Command::Create(_) | Command::Run { .. });
+    let root = &match &cli.root {
+        Some(r) => r.clone(),
+        None => {
+            let r = runc_rs::rootless::default_root();
+            if runc_rs::rootless::is_rootless() {
+                runc_rs::rootless::prepare_root(&r);
+            }
+            r
+        }
+    };
+    let needs_cgroups = matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Restore(_));
     if cli.systemd_cgroup && needs_cgroups {
         bail!("--systemd-cgroup: the systemd cgroup driver is not supported yet; use the cgroupfs driver");
     }
@@ -260,6 +467,37 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             }
             let spec = runc_rs::features::default_spec(*rootless);
             std::fs::write(&path, serde_json::to_string_pretty(&spec)?).with_context(|| format!("write {}", path.display()))?;
+        }
+        Command::Ps { format, container_id, ps_args } => {
+            print!("{}", runc_rs::container::ps::ps(root, container_id, format, ps_args)?);
+        }
+        Command::Pause { container_id } => runc_rs::container::pause::pause(root, container_id)?,
+        Command::Resume { container_id } => runc_rs::container::pause::resume(root, container_id)?,
+        Command::Update(a) => runc_rs::container::update::update(root, &update_opts(a))?,
+        Command::Events { interval, stats, container_id } => {
+            runc_rs::container::events::events(root, container_id, interval, *stats)?;
+        }
+        Command::Checkpoint(a) => {
+            let o = runc_rs::container::checkpoint::CheckpointOpts {
+                id: a.container_id.clone(),
+                criu: criu_opts(cli, &a.criu)?,
+                leave_running: a.leave_running,
+                pre_dump: a.pre_dump,
+                parent_path: a.parent_path.clone(),
+                page_server: a.page_server.clone(),
+            };
+            runc_rs::container::checkpoint::checkpoint(root, &o)?;
+        }
+        Command::Restore(a) => {
+            let o = runc_rs::container::restore::RestoreOpts {
+                id: a.container_id.clone(),
+                bundle: a.bundle.clone(),
+                criu: criu_opts(cli, &a.criu)?,
+                detach: a.detach,
+                pid_file: a.pid_file.clone(),
+                console_socket: a.console_socket.clone(),
+            };
+            return Ok(runc_rs::container::restore::restore(root, &o)?);
         }
         Command::Exec(a) => {
             return Ok(runc_rs::container::exec::exec(root, &exec_opts(a))?);

@@ -74,7 +74,11 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String), TtyError> {
 
 /// Makes `slave` the controlling terminal and stdin/stdout/stderr.
 pub fn become_stdio(slave: &OwnedFd) -> Result<(), TtyError> {
-    nix::unistd::setsid().map_err(TtyError::Stdio)?;
+    // Container processes are session leaders already (see init).
+    match nix::unistd::setsid() {
+        Ok(_) | Err(nix::Error::EPERM) => {}
+        Err(e) => return Err(TtyError::Stdio(e)),
+    }
     let rc = unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) };
     if rc != 0 {
         return Err(TtyError::Stdio(nix::Error::last()));

@@ -77,8 +77,19 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
     // `delete --force` enough to remove it.
     st.save(root)?;
     log::debug!("create: creating cgroup");
-    cg.create()?;
-    cg.apply(&effective_resources(&spec))?;
+    match cg.create() {
+        // Rootless, as runc: a cgroup the user may not create is skipped
+        // when nothing asked for one (see rootless::skip_cgroup).
+        Err(e) if crate::rootless::skip_cgroup(&e, cgroups_path.as_deref(), &spec) => {
+            log::debug!("rootless: running without a cgroup: {e}");
+            st.cgroup = None;
+            st.save(root)?;
+        }
+        created => {
+            created?;
+            cg.apply(&effective_resources(&spec))?;
+        }
+    }
 
     let fifo_path = dir.join(state::EXEC_FIFO);
     make_exec_fifo(&fifo_path, &spec)?;
@@ -101,9 +112,9 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
         console_socket,
         fifo,
         passed_fds: opts.preserve_fds + listen_fds,
-        cgroup: Some(cg.clone()),
+        cgroup: st.cgroup.clone(),
         cgroup_unified: matches!(cgroups::detect_mode(), cgroups::CgroupMode::Unified),
-        cgroup_dirs: cg.paths().into_iter().collect(),
+        cgroup_dirs: st.cgroup.as_ref().map(|c| c.paths().into_iter().collect()).unwrap_or_default(),
         extra_env,
     };
     let snapshot = st.clone();
@@ -179,7 +190,7 @@ fn rule(typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &s
 /// `linux.devices` get no rule of their own (only `linux.resources.devices`
 /// grants access), and a default node whose path `linux.devices` redefines
 /// loses its default rule, as in runc's specconv.
-fn effective_resources(spec: &Spec) -> LinuxResources {
+pub(crate) fn effective_resources(spec: &Spec) -> LinuxResources {
     let linux = spec.linux().clone().unwrap_or_default();
     let mut res = linux.resources().clone().unwrap_or_default();
     let mut rules: Vec<LinuxDeviceCgroup> = res.devices().clone().unwrap_or_default();

@@ -147,8 +147,9 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
     }
 }
 
-/// `--process FILE`: the process as given, with runc's fallbacks to the
-/// container's own capabilities, rlimits and AppArmor profile when unset.
+/// `--process FILE`: the process as given, with runc 1.1's one fallback:
+/// the container's capabilities when it names none. (Its rlimits and
+/// AppArmor profile do not carry over: runc 1.1 keeps them per process.)
 fn from_file(path: &Path, base: &Process) -> Result<Process, ContainerError> {
     let data = std::fs::read(path).map_err(super::io_err(format!("open {}", path.display())))?;
     let mut v: serde_json::Value =
@@ -165,12 +166,6 @@ fn from_file(path: &Path, base: &Process) -> Result<Process, ContainerError> {
         .map_err(|e| bad(format!("{}: {}: {}", path.display(), e.path(), e.inner())))?;
     if p.capabilities().is_none() {
         p.set_capabilities(base.capabilities().clone());
-    }
-    if p.rlimits().as_ref().is_none_or(|r| r.is_empty()) {
-        p.set_rlimits(base.rlimits().clone());
-    }
-    if p.apparmor_profile().as_ref().is_none_or(|a| a.is_empty()) {
-        p.set_apparmor_profile(base.apparmor_profile().clone());
     }
     Ok(p)
 }
@@ -226,11 +221,9 @@ fn from_flags(o: &ExecOpts, mut p: Process) -> Result<Process, ContainerError> {
             None => (u, None),
         };
         if let Some(gid) = gid {
-            let g: u32 = gid.parse().map_err(|e| bad(format!("parsing {gid} as int for gid failed: {e}")))?;
-            user.set_gid(g);
+            user.set_gid(atoi(gid).map_err(|e| bad(format!("parsing {gid} as int for gid failed: {e}")))?);
         }
-        let n: u32 = uid.parse().map_err(|e| bad(format!("parsing {uid} as int for uid failed: {e}")))?;
-        user.set_uid(n);
+        user.set_uid(atoi(uid).map_err(|e| bad(format!("parsing {uid} as int for uid failed: {e}")))?);
     }
     if !o.additional_gids.is_empty() {
         let mut gids = user.additional_gids().clone().unwrap_or_default();
@@ -244,6 +237,19 @@ fn from_flags(o: &ExecOpts, mut p: Process) -> Result<Process, ContainerError> {
     }
     p.set_user(user);
     Ok(p)
+}
+
+/// Go's strconv.Atoi, with its error text; the id wraps to 32 bits as in
+/// runc's uint32 conversion.
+fn atoi(s: &str) -> Result<u32, String> {
+    s.parse::<i64>().map(|v| v as u32).map_err(|e| {
+        let why = if matches!(e.kind(), std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow) {
+            "value out of range"
+        } else {
+            "invalid syntax"
+        };
+        format!("strconv.Atoi: parsing {s:?}: {why}")
+    })
 }
 
 /// runc's validateProcessSpec.

@@ -1,14 +1,23 @@
 //! One file per runc operation.
 
+pub mod checkpoint;
 pub mod create;
+pub mod criu;
+pub mod criu_rpc;
 pub mod delete;
+pub mod events;
 pub mod exec;
 pub mod foreground;
 pub mod kill;
 pub mod list;
+pub mod pause;
+pub mod ps;
+pub mod restore;
 pub mod run;
 pub mod start;
 pub mod state_cmd;
+pub mod stats;
+pub mod update;
 
 use std::path::Path;
 

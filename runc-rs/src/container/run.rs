@@ -3,24 +3,9 @@
 
 use std::path::Path;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
-
 use super::create::{create, CreateOpts};
+use super::foreground::Foreground;
 use super::{delete, start, ContainerError};
-
-const FORWARDED: [Signal; 9] = [
-    Signal::SIGINT,
-    Signal::SIGTERM,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-    Signal::SIGCONT,
-    Signal::SIGPIPE,
-];
 
 pub fn run(root: &Path, opts: &CreateOpts, detach: bool) -> Result<i32, ContainerError> {
     let st = create(root, opts)?;
@@ -28,33 +13,22 @@ pub fn run(root: &Path, opts: &CreateOpts, detach: bool) -> Result<i32, Containe
         start::start(root, &opts.id)?;
         return Ok(0);
     }
-    // Block the signals we forward (and SIGCHLD) now that the container's
-    // process exists: a mask set before the fork would have been inherited.
-    let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(s);
-    }
-    set.add(Signal::SIGCHLD);
-    let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+    // Block the forwarded signals (and SIGCHLD) now that the container's
+    // process exists: a mask set before the fork would be inherited by the
+    // setup code of init (which unblocks only at execve).
+    let mut fg = match Foreground::block() {
+        Ok(fg) => fg,
+        Err(e) => {
+            let _ = delete::delete(root, &opts.id, true);
+            return Err(e);
+        }
+    };
     if let Err(e) = start::start(root, &opts.id) {
         let _ = delete::delete(root, &opts.id, true);
         return Err(e);
     }
-    let pid = Pid::from_raw(st.pid);
-    let code = loop {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, c)) => break c,
-            Ok(WaitStatus::Signaled(_, s, _)) => break 128 + s as i32,
-            Ok(_) => {}
-            Err(nix::Error::ECHILD) => break 255,
-            Err(_) => {}
-        }
-        let ts = libc::timespec { tv_sec: 0, tv_nsec: 200_000_000 };
-        let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
-        if sig > 0 && sig != libc::SIGCHLD {
-            unsafe { libc::kill(st.pid, sig) };
-        }
-    };
+    let code = fg.wait(st.pid, None);
+    drop(fg);
     delete::delete(root, &opts.id, true)?;
     Ok(code)
 }

@@ -101,6 +101,8 @@ fn init(cfg: &ExecConfig, chan: &Channel) -> ! {
 }
 
 fn init_setup(cfg: &ExecConfig, chan: &Channel) -> Result<finalize::ExecTarget, String> {
+    // A session of its own, as for the container's init.
+    let _ = nix::unistd::setsid();
     if !cfg.namespace_types().contains(&LinuxNamespaceType::Mount) {
         // No mount namespace to join: the container's root is init's chroot.
         let root = format!("/proc/{}/root", cfg.init_pid);

@@ -149,6 +149,22 @@ pub fn console(sock: Option<&OwnedFd>, process: &Process, bind_dev_console: bool
     tty::become_stdio(&slave).map_err(|e| e.to_string())
 }
 
+/// Stdio fds that are the host's /dev/null become the container's, as
+/// runc's reOpenDevNull does after the root switch: a file of a mount
+/// outside the container is one criu cannot dump.
+pub fn reopen_dev_null() -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    let rdev = null.metadata().map_err(|e| format!("stat /dev/null: {e}"))?.rdev();
+    for fd in 0..3 {
+        let Ok(st) = nix::sys::stat::fstat(fd) else { continue };
+        if st.st_rdev == rdev && (st.st_mode & libc::S_IFMT) == libc::S_IFCHR {
+            nix::unistd::dup3(null.as_raw_fd(), fd, nix::fcntl::OFlag::empty()).map_err(|e| format!("reopen /dev/null as fd {fd}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn join_session_keyring(id: &str) {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     let name = CString::new(format!("_ses.{id}")).unwrap_or_default();

@@ -30,6 +30,10 @@ pub fn run(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> ! {
 }
 
 fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, String> {
+    // A session of its own, as runc's nsexec gives every container process:
+    // no tie to the caller's session or terminal (criu refuses to dump a
+    // tree whose session leader is outside it).
+    let _ = nix::unistd::setsid();
     let spec = &cfg.spec;
     let process = spec.process().as_ref().expect("validated");
     let linux = spec.linux().as_ref();
@@ -82,6 +86,7 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, 
     if new_mntns {
         log::debug!("init: finalizing rootfs");
         rootfs::finalize(spec).map_err(|e| e.to_string())?;
+        finalize::reopen_dev_null()?;
     }
     log::debug!("init: rlimits and identity");
     let target = finalize::apply(

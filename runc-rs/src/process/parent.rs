@@ -21,8 +21,8 @@ pub enum LaunchError {
     Channel(#[from] channel::ChannelError),
     #[error("cgroup: {0}")]
     Cgroup(#[from] cgroups::Error),
-    #[error("write {file} of pid {pid}: {source}")]
-    IdMap { file: &'static str, pid: i32, source: std::io::Error },
+    #[error(transparent)]
+    IdMap(#[from] crate::rootless::RootlessError),
     #[error(transparent)]
     Hook(#[from] hooks::HookError),
     #[error("container init exited before it was ready")]
@@ -192,15 +192,9 @@ fn drive_init(
     }
 }
 
+/// Directly, or through newuidmap/newgidmap for a rootless runtime.
 fn write_map(pid: i32, file: &'static str, maps: &[LinuxIdMapping]) -> Result<(), LaunchError> {
-    if maps.is_empty() {
-        return Ok(());
-    }
-    let mut data = String::new();
-    for m in maps {
-        data.push_str(&format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()));
-    }
-    std::fs::write(format!("/proc/{pid}/{file}"), data).map_err(|source| LaunchError::IdMap { file, pid, source })
+    Ok(crate::rootless::write_map(pid, file, maps)?)
 }
 
 fn recv_fd(sock: i32) -> Result<OwnedFd, LaunchError> {
