@@ -52,6 +52,8 @@
 //! of every run, one file per case and runtime, for `diff -r`).
 
 pub mod compare;
+mod host;
+mod runcmd;
 pub mod runner;
 pub mod script;
 
@@ -59,7 +61,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub use compare::{compare, CaseOutcome, KeyDiff};
-pub use runner::{run_suite, Runtime, SuiteReport};
+pub use runcmd::Runtime;
+pub use runner::{run_suite, SuiteReport};
 
 /// Normalised observations of one run: `key -> value`.
 ///
