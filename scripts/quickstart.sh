@@ -12,6 +12,10 @@ work=$(mktemp -d /tmp/runc-rs-quickstart.XXXXXX)
 root="$work/state"
 cleanup() {
   "$bin/runc-rs" --root "$root" delete --force quickstart >/dev/null 2>&1 || true
+  # The container's cgroup went with it; remove the parent made for it.
+  for d in /sys/fs/cgroup/*/runc-rs-quickstart; do
+    if [ -d "$d" ]; then rmdir "$d" 2>/dev/null || true; fi
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
