@@ -143,3 +143,21 @@ pub fn assert_ok(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// Makes `file` the child's fd 3 (not close-on-exec), as a caller passing
+/// `--preserve-fds 1` or LISTEN_FDS=1 would.
+pub fn pass_as_fd3(cmd: &mut std::process::Command, file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let raw = file.as_raw_fd();
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 onto itself keeps O_CLOEXEC: clear it explicitly.
+            libc::fcntl(3, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+}

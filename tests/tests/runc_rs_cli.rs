@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 
-use integration_tests::runtime::{assert_ok, is_root, wait_for, Cli};
+use integration_tests::runtime::{assert_ok, pass_as_fd3, is_root, wait_for, Cli};
 use serde_json::json;
 
 #[test]
@@ -245,16 +245,7 @@ fn preserve_fds_passes_exactly_the_named_fds() {
     std::fs::write(&extra, "via-fd-3").unwrap();
     let f = std::fs::File::open(&extra).unwrap();
     let mut cmd = cli.command(&["run", "--preserve-fds", "1", "--bundle", b.dir.to_str().unwrap(), "fds"]);
-    let raw = f.as_raw_fd();
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 { return Err(std::io::Error::last_os_error()); }
-            // dup2 onto itself keeps O_CLOEXEC: clear it explicitly.
-            libc::fcntl(3, libc::F_SETFD, 0);
-            Ok(())
-        });
-    }
+    pass_as_fd3(&mut cmd, &f);
     let out = cmd.output().unwrap();
     assert_ok(&out);
     let text = String::from_utf8_lossy(&out.stdout);

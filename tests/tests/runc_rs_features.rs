@@ -6,7 +6,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 
-use integration_tests::runtime::{assert_ok, is_root, Cli};
+use integration_tests::runtime::{assert_ok, pass_as_fd3, is_root, Cli};
 use serde_json::json;
 
 /// Receives one message with an fd over SCM_RIGHTS.
@@ -69,18 +69,9 @@ fn listen_fds_pass_through_with_listen_pid_1() {
     let extra = b.dir.join("sockfile");
     std::fs::write(&extra, "socket-activated").unwrap();
     let f = std::fs::File::open(&extra).unwrap();
-    let raw = f.as_raw_fd();
     let mut cmd = cli.command(&["run", "--bundle", b.dir.to_str().unwrap(), "listen"]);
     cmd.env("LISTEN_FDS", "1");
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            if libc::dup2(raw, 3) < 0 { return Err(std::io::Error::last_os_error()); }
-            // dup2 onto itself keeps O_CLOEXEC: clear it explicitly.
-            libc::fcntl(3, libc::F_SETFD, 0);
-            Ok(())
-        });
-    }
+    pass_as_fd3(&mut cmd, &f);
     let out = cmd.output().unwrap();
     assert_ok(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "LISTEN_FDS=1 LISTEN_PID=1\nsocket-activated");

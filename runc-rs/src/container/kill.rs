@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use nix::sys::signal::Signal;
-use nix::unistd::Pid;
 
 use super::{load, ContainerError};
 use crate::state::Status;
@@ -29,6 +28,5 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Contain
         }
         return Err(ContainerError::Sys { what: format!("kill {} {:?}", st.pid, sig), source: e });
     }
-    let _ = Pid::from_raw(st.pid);
     Ok(())
 }

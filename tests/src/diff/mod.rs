@@ -56,6 +56,7 @@ mod host;
 mod runcmd;
 pub mod runner;
 pub mod script;
+pub mod spec_edit;
 
 use serde_json::Value;
 use std::collections::BTreeMap;
