@@ -99,6 +99,23 @@ pub enum Error {
         reason: String,
     },
 
+    /// A sub-cgroup to join (runc's `exec --cgroup CONTROLLER:PATH`) names a controller the
+    /// container has no hierarchy for.
+    #[error("unknown controller {controller} in sub-cgroup paths")]
+    UnknownController { controller: String },
+
+    /// A sub-cgroup path that leads out of the container's cgroup.
+    #[error("{path} is not a sub cgroup path")]
+    NotSubCgroup { path: String },
+
+    /// A sub-cgroup to join does not exist: the runtime never creates one (the caller does).
+    #[error("cannot join sub-cgroup: {}: {source}", file.display())]
+    NoSubCgroup {
+        file: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
     #[error("cannot send signal {signal} to pid {pid}: {source}")]
     Signal {
         pid: i32,

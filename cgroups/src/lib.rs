@@ -23,6 +23,7 @@ mod manager;
 pub mod oom;
 pub mod resources;
 pub mod stats;
+mod sub;
 
 pub use error::{Error, Result};
 pub use manager::Manager;

@@ -10,6 +10,7 @@
 pub mod capabilities;
 pub mod container;
 pub mod features;
+pub mod goflags;
 pub mod hooks;
 pub mod logging;
 pub mod namespaces;

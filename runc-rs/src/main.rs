@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use runc_rs::container::create::CreateOpts;
 use runc_rs::container::list::ListFormat;
@@ -360,6 +360,10 @@ struct ExecArgs {
     /// Allow exec in a paused container.
     #[arg(long = "ignore-paused")]
     ignore_paused: bool,
+    /// Run the process in an existing sub-cgroup of the container's:
+    /// [<controller>[,<controller>...]:]<path> (repeatable with controllers).
+    #[arg(long = "cgroup")]
+    cgroup: Vec<String>,
     container_id: String,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -385,11 +389,14 @@ fn exec_opts(a: &ExecArgs) -> runc_rs::container::exec::ExecOpts {
         process_label: a.process_label.clone(),
         preserve_fds: a.preserve_fds,
         ignore_paused: a.ignore_paused,
+        cgroup: a.cgroup.clone(),
     }
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // Go-style `-flag` spellings, as runc accepts them (see goflags).
+    let args = runc_rs::goflags::normalize(&Cli::command(), std::env::args_os().collect());
+    let cli = Cli::parse_from(args);
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("open log file {:?}: {e}", cli.log);
         std::process::exit(1);

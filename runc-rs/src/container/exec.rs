@@ -2,12 +2,14 @@
 //! (`--process`) or from the container's process overridden by the command
 //! line, confined like the container's init (see `process::exec`).
 
+use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Capability, LinuxCapabilities, Process, User};
 
 use super::foreground::{Console, Foreground};
+use super::stdio::{host_root_ids, Pipes};
 use super::{load, ContainerError};
 use crate::process::exec::ExecConfig;
 use crate::process::parent;
@@ -36,6 +38,9 @@ pub struct ExecOpts {
     pub process_label: Option<String>,
     pub preserve_fds: i32,
     pub ignore_paused: bool,
+    /// `--cgroup`: run in an existing sub-cgroup of the container's (see
+    /// [`parse_sub_cgroups`]).
+    pub cgroup: Vec<String>,
 }
 
 fn bad(msg: impl Into<String>) -> ContainerError {
@@ -63,32 +68,20 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
         None => from_flags(opts, base)?,
     };
     validate(&process)?;
+    let sub_cgroups = parse_sub_cgroups(&opts.cgroup)?;
     let terminal = process.terminal().unwrap_or(false);
-    // runc's checkTerminal, word for word.
-    if opts.detach && terminal && opts.console_socket.is_none() {
-        return Err(bad("cannot allocate tty if runc will detach without setting console socket"));
-    }
-    if (!opts.detach || !terminal) && opts.console_socket.is_some() {
-        return Err(bad("cannot use console socket if runc will not detach or allocate tty"));
-    }
+    check_terminal(opts.detach, terminal, opts.console_socket.is_some())?;
     for i in 0..opts.preserve_fds {
         let fd = 3 + i;
         std::fs::metadata(format!("/proc/self/fd/{fd}"))
             .map_err(|e| bad(format!("unable to stat preserved-fd {i} (of {}): {e}", opts.preserve_fds)))?;
     }
+    let cgroup = exec_cgroup(st.cgroup.as_ref(), &sub_cgroups)?;
 
     // Signals queue from now on: none is lost between the start of the
     // process and the wait.
     let mut fg = if opts.detach { None } else { Some(Foreground::block()?) };
-    let (console_socket, our_end, host) = match (&opts.console_socket, terminal) {
-        (Some(path), _) => (Some(crate::tty::connect(path)?), None, None),
-        (None, true) => {
-            let host = Console::host_terminal()?;
-            let (a, b) = std::os::unix::net::UnixStream::pair().map_err(super::io_err("console socketpair"))?;
-            (Some(OwnedFd::from(b)), Some(a), Some(host))
-        }
-        (None, false) => (None, None, None),
-    };
+    let ExecStdio { console_socket, console, pipes } = exec_stdio(opts, terminal, &spec)?;
     let cfg = ExecConfig {
         id: st.id.clone(),
         spec: spec.clone(),
@@ -98,39 +91,113 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
         annotations: st.annotations.clone(),
         console_socket,
         passed_fds: opts.preserve_fds,
-        cgroup: st.cgroup.clone(),
+        cgroup,
         no_new_keyring: st.no_new_keyring,
     };
-    let launched = parent::launch_exec(&cfg)?;
+    let launched = launch(&cfg, pipes.as_ref());
     drop(cfg);
-    let pid = launched.pid;
-    let kill_it = || {
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
-    };
-    let mut console = match (our_end, host) {
-        (Some(sock), Some(host)) => {
-            // init sent the master before it reported ready: it is queued.
-            let master = match crate::tty::recv_fd(std::os::fd::AsRawFd::as_raw_fd(&sock)) {
-                Ok(Some(m)) => m,
-                Ok(None) => {
-                    kill_it();
-                    return Err(bad("the exec process sent no pty master"));
-                }
-                Err(source) => {
-                    kill_it();
-                    return Err(ContainerError::Sys { what: "receive the pty master".into(), source });
-                }
-            };
-            match Console::new(master, host) {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    kill_it();
-                    return Err(e);
-                }
+    // Started even when the launch failed: what the children wrote is shown.
+    let relay = match pipes.map(Pipes::relay).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            if let Ok(pid) = launched {
+                kill_and_reap(pid);
             }
+            return Err(e);
         }
-        _ => None,
+    };
+    let result = launched.and_then(|pid| after_launch(pid, opts, console, fg.as_mut()));
+    if let Some(r) = relay {
+        r.finish();
+    }
+    result
+}
+
+/// runc's checkTerminal, word for word.
+pub(crate) fn check_terminal(detach: bool, terminal: bool, console_socket: bool) -> Result<(), ContainerError> {
+    if detach && terminal && !console_socket {
+        return Err(bad("cannot allocate tty if runc will detach without setting console socket"));
+    }
+    if (!detach || !terminal) && console_socket {
+        return Err(bad("cannot use console socket if runc will not detach or allocate tty"));
+    }
+    Ok(())
+}
+
+/// Our end of the process's console and our terminal.
+type ConsoleEnds = (std::os::unix::net::UnixStream, OwnedFd);
+
+/// The process's stdio, as runc's setupIO chooses it: its pty's master sent
+/// to the caller's console socket, or relayed to our terminal through a
+/// socket pair of ours; else in the foreground pipes; else (detached) our
+/// own stdio, inherited.
+#[derive(Default)]
+struct ExecStdio {
+    /// The process's end of the console socket.
+    console_socket: Option<OwnedFd>,
+    /// When we relay the pty.
+    console: Option<ConsoleEnds>,
+    pipes: Option<Pipes>,
+}
+
+fn exec_stdio(opts: &ExecOpts, terminal: bool, spec: &oci_spec::runtime::Spec) -> Result<ExecStdio, ContainerError> {
+    Ok(match (&opts.console_socket, terminal) {
+        (Some(path), _) => ExecStdio { console_socket: Some(crate::tty::connect(path)?), ..Default::default() },
+        (None, true) => {
+            let host = Console::host_terminal()?;
+            let (a, b) = std::os::unix::net::UnixStream::pair().map_err(super::io_err("console socketpair"))?;
+            ExecStdio { console_socket: Some(OwnedFd::from(b)), console: Some((a, host)), pipes: None }
+        }
+        (None, false) if opts.detach => ExecStdio::default(),
+        (None, false) => {
+            let p = Pipes::new()?;
+            p.chown(host_root_ids(spec)?)?;
+            ExecStdio { pipes: Some(p), ..Default::default() }
+        }
+    })
+}
+
+/// The container's cgroup, or with `--cgroup` the sub-cgroups named. A
+/// container without a cgroup (rootless) has no controller to name.
+fn exec_cgroup(
+    cgroup: Option<&cgroups::Manager>,
+    sub: &BTreeMap<String, String>,
+) -> Result<Option<cgroups::Manager>, ContainerError> {
+    match cgroup {
+        _ if sub.is_empty() => Ok(cgroup.cloned()),
+        Some(cg) => Ok(Some(cg.sub_cgroup(sub)?)),
+        None => match sub.keys().find(|k| !k.is_empty()) {
+            Some(c) if !sub.contains_key("") => Err(cgroups::Error::UnknownController { controller: c.clone() }.into()),
+            _ => Ok(None),
+        },
+    }
+}
+
+fn kill_and_reap(pid: i32) {
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+}
+
+/// The exec children, forked with the pipes (if any) as their stdio.
+fn launch(cfg: &ExecConfig, pipes: Option<&Pipes>) -> Result<i32, ContainerError> {
+    let _installed = pipes.map(Pipes::install).transpose()?;
+    Ok(parent::launch_exec(cfg)?.pid)
+}
+
+/// The console relay, the pid file, and in the foreground the wait.
+fn after_launch(
+    pid: i32,
+    opts: &ExecOpts,
+    console: Option<ConsoleEnds>,
+    fg: Option<&mut Foreground>,
+) -> Result<i32, ContainerError> {
+    let kill_it = || kill_and_reap(pid);
+    let mut console = match console.map(|(sock, host)| receive_console(&sock, host)).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            kill_it();
+            return Err(e);
+        }
     };
     if let Some(pf) = &opts.pid_file {
         let written = std::path::absolute(pf)
@@ -141,10 +208,42 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
             return Err(e);
         }
     }
-    match fg.as_mut() {
+    match fg {
         None => Ok(0),
         Some(fg) => Ok(fg.wait(pid, console.as_mut())),
     }
+}
+
+/// The pty master the process sent (before it reported ready: it is
+/// queued), relayed to our terminal `host`.
+pub(crate) fn receive_console(sock: &impl std::os::fd::AsRawFd, host: OwnedFd) -> Result<Console, ContainerError> {
+    match crate::tty::recv_fd(sock.as_raw_fd()) {
+        Ok(Some(master)) => Console::new(master, host),
+        Ok(None) => Err(bad("the process sent no pty master")),
+        Err(source) => Err(ContainerError::Sys { what: "receive the pty master".into(), source }),
+    }
+}
+
+/// runc 1.1's `--cgroup` arguments: one PATH (every hierarchy; the form for
+/// cgroup v2), or CONTROLLER[,CONTROLLER...]:PATH, repeatable (cgroup v1).
+fn parse_sub_cgroups(args: &[String]) -> Result<BTreeMap<String, String>, ContainerError> {
+    let mut paths = BTreeMap::new();
+    for arg in args {
+        let parts: Vec<&str> = arg.splitn(3, ':').collect();
+        match parts.as_slice() {
+            [path] if args.len() == 1 => {
+                paths.insert(String::new(), (*path).to_owned());
+            }
+            [_] => return Err(bad(format!("invalid --cgroup argument: {arg} (missing <controller>: prefix)"))),
+            [controllers, path] => {
+                for c in controllers.split(',') {
+                    paths.insert(c.to_owned(), (*path).to_owned());
+                }
+            }
+            _ => return Err(bad(format!("invalid --cgroup argument: {arg}"))),
+        }
+    }
+    Ok(paths)
 }
 
 /// `--process FILE`: the process as given, with runc 1.1's one fallback:
@@ -267,4 +366,27 @@ fn validate(p: &Process) -> Result<(), ContainerError> {
         return Err(bad("selinux label is specified in config, but selinux is disabled or not supported"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Vec<(String, String)>, String> {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        parse_sub_cgroups(&args).map(|m| m.into_iter().collect()).map_err(|e| e.to_string())
+    }
+
+    fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn sub_cgroup_arguments_as_runc_1_1_reads_them() {
+        assert_eq!(parse(&[]), Ok(vec![]));
+        assert_eq!(parse(&["a/b"]), Ok(kv(&[("", "a/b")])));
+        assert_eq!(parse(&["memory,pids:s", "cpu:/t"]), Ok(kv(&[("cpu", "/t"), ("memory", "s"), ("pids", "s")])));
+        assert_eq!(parse(&["x", "y"]), Err("invalid --cgroup argument: x (missing <controller>: prefix)".into()));
+        assert_eq!(parse(&["a:b:c"]), Err("invalid --cgroup argument: a:b:c".into()));
+    }
 }

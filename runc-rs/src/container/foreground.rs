@@ -169,6 +169,9 @@ impl Console {
         let saved = termios::tcgetattr(&host).map_err(|source| ContainerError::Sys { what: "get terminal attributes".into(), source })?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
+        // runc's "raw" mode (containerd/console) keeps output processing on:
+        // what the process writes reaches the caller's terminal as under runc.
+        raw.output_flags.insert(termios::OutputFlags::OPOST);
         termios::tcsetattr(&host, SetArg::TCSANOW, &raw)
             .map_err(|source| ContainerError::Sys { what: "set the terminal to raw mode".into(), source })?;
         set_nonblocking(master.as_raw_fd());

@@ -17,6 +17,7 @@ pub mod run;
 pub mod start;
 pub mod state_cmd;
 pub mod stats;
+pub mod stdio;
 pub mod update;
 
 use std::path::Path;
