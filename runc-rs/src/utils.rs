@@ -143,35 +143,11 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
 
 /// RFC 3339 with nanoseconds in UTC, as Go's time.RFC3339Nano prints it.
 pub fn rfc3339_nano(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    let (y, m, dd) = civil_from_days(days);
-    let mut frac = format!("{:09}", d.subsec_nanos());
-    while frac.ends_with('0') {
-        frac.pop();
-    }
-    let frac = if frac.is_empty() { String::new() } else { format!(".{frac}") };
-    format!(
-        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}{frac}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z.rem_euclid(146097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    // humantime prints all nine digits; Go's RFC3339Nano drops trailing
+    // zeros (and the dot with them).
+    let full = humantime::format_rfc3339_nanos(t).to_string();
+    let body = full.trim_end_matches('Z').trim_end_matches('0').trim_end_matches('.');
+    format!("{body}Z")
 }
 
 /// Parses a signal as runc accepts it: a number, `KILL`, or `SIGKILL`.
@@ -253,6 +229,10 @@ mod tests {
     fn time_format() {
         let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 120_000_000);
         assert_eq!(rfc3339_nano(t), "2023-11-14T22:13:20.12Z");
+        let whole = std::time::UNIX_EPOCH + std::time::Duration::new(951_782_400, 0);
+        assert_eq!(rfc3339_nano(whole), "2000-02-29T00:00:00Z");
+        let tiny = std::time::UNIX_EPOCH + std::time::Duration::new(0, 5);
+        assert_eq!(rfc3339_nano(tiny), "1970-01-01T00:00:00.000000005Z");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use containerd_shim_protos::api::CreateTaskRequest;
 
+use crate::checkpoint::PendingRestore;
 use crate::error::{io_ctx, Error, Result};
 use crate::metrics;
 use crate::mount::{self, Mount};
@@ -51,6 +52,8 @@ pub struct Container {
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// The container's cgroup (found once its init exists), for Stats.
     cgroup: Mutex<Option<cgroups::Manager>>,
+    /// Set by a Create from a checkpoint until Start restores it.
+    restore: Mutex<Option<PendingRestore>>,
 }
 
 impl Container {
@@ -80,9 +83,6 @@ impl Container {
             terminal: req.terminal,
         };
         stdio::validate(&stdio)?;
-        if !req.checkpoint.is_empty() {
-            return Err(Error::Unimplemented("restore from a checkpoint".into()));
-        }
         let mounts: Vec<Mount> = req
             .rootfs
             .iter()
@@ -123,7 +123,18 @@ impl Container {
             kill_all_on_exit: shares_host_pid_ns(&bundle),
             execs: Mutex::new(HashMap::new()),
             cgroup: Mutex::new(None),
+            restore: Mutex::new(None),
         };
+        if !req.checkpoint.is_empty() {
+            // The runtime restores at Start (the Go shim's order).
+            *c.restore_lock() = Some(PendingRestore::new(
+                &req.checkpoint,
+                &req.parent_checkpoint,
+                &opts.criu_work_path,
+                opts.no_pivot_root,
+            ));
+            return Ok(c);
+        }
         let copts = CreateOpts {
             pid_file: bundle.join("init.pid"),
             console_socket: None,
@@ -142,6 +153,20 @@ impl Container {
             Err(e) => log::warn!("{}: no cgroup for stats and OOM events: {e}", c.id),
         }
         Ok(c)
+    }
+
+    fn restore_lock(&self) -> MutexGuard<'_, Option<PendingRestore>> {
+        self.restore.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The restore a checkpointed Create left for Start, if any.
+    pub fn pending_restore(&self) -> Option<PendingRestore> {
+        self.restore_lock().clone()
+    }
+
+    /// The restore happened: the container is like any created one now.
+    pub fn restored(&self) {
+        *self.restore_lock() = None;
     }
 
     fn cgroup_lock(&self) -> MutexGuard<'_, Option<cgroups::Manager>> {
@@ -163,7 +188,7 @@ impl Container {
 
     /// Prepare stdio, run the runtime call `f` (create or exec), read the
     /// pid file and start the copies. Sets the process's pid.
-    fn run_process(
+    pub(crate) fn run_process(
         &self,
         p: &Process,
         mut o: CreateOpts,

@@ -71,6 +71,11 @@ task_event!(
     "containerd.events.TaskExecStarted"
 );
 task_event!(
+    ev::TaskCheckpointed,
+    "/tasks/checkpointed",
+    "containerd.events.TaskCheckpointed"
+);
+task_event!(
     ev::TaskPaused,
     "/tasks/paused",
     "containerd.events.TaskPaused"

@@ -11,6 +11,7 @@
 //! | [`service`] | the ttrpc `containerd.task.v2.Task` (and v3) service, a thin adapter |
 //! | [`task`] | the task manager: containers, pid ↔ process bookkeeping, events |
 //! | [`container`] | one container: options, rootfs mounts, runtime calls |
+//! | [`checkpoint`] | the Checkpoint RPC and the restore a checkpointed Create defers to Start |
 //! | [`process`] | a process's state machine (created, running, paused, stopped, deleted) |
 //! | [`lifecycle`] | exit bookkeeping and ordering (init after its execs) |
 //! | [`options`] | runtime options: runc Options, CRI config files, shim config |
@@ -23,6 +24,7 @@
 
 pub mod args;
 pub mod bootstrap;
+pub mod checkpoint;
 pub mod console;
 pub mod container;
 pub mod error;

@@ -239,8 +239,9 @@ fn metrics_v2(m: &v2::Metrics) -> pb2::Metrics {
     }));
     o.memory = some(m.memory.as_ref().map(|s| {
         let mut x = pb2::MemoryStat::new();
-        // The proto this crate ships predates the workingset_*_anon/_file
-        // fields; the kernel's older combined counters are copied.
+        // containerd's proto has only the combined workingset counters,
+        // which Linux 5.9 split into _anon and _file: their sums are the
+        // combined values (containerd's Go code reports 0 there).
         copy!(x, s; anon, file, kernel_stack, slab, sock, shmem, file_mapped, file_dirty,
             file_writeback, anon_thp, inactive_anon, active_anon, inactive_file, active_file,
             unevictable, slab_reclaimable, slab_unreclaimable, pgfault, pgmajfault,
@@ -248,6 +249,10 @@ fn metrics_v2(m: &v2::Metrics) -> pb2::Metrics {
             pgsteal, pgactivate, pgdeactivate, pglazyfree, pglazyfreed, thp_fault_alloc,
             thp_collapse_alloc, usage, usage_limit, swap_usage, swap_limit, max_usage,
             swap_max_usage);
+        if s.workingset_refault == 0 && s.workingset_activate == 0 {
+            x.workingset_refault = s.workingset_refault_anon + s.workingset_refault_file;
+            x.workingset_activate = s.workingset_activate_anon + s.workingset_activate_file;
+        }
         x.psi = psi(&s.psi);
         x
     }));
@@ -393,6 +398,9 @@ mod tests {
                 usage: 7,
                 usage_limit: 8,
                 anon: 5,
+                workingset_refault_anon: 2,
+                workingset_refault_file: 3,
+                workingset_activate_file: 4,
                 psi: Some(v2::PsiStats {
                     some: Some(v2::PsiData {
                         avg10: 1.5,
@@ -415,6 +423,11 @@ mod tests {
         assert_eq!(
             (back.memory.usage, back.memory.usage_limit, back.memory.anon),
             (7, 8, 5)
+        );
+        assert_eq!(
+            (back.memory.workingset_refault, back.memory.workingset_activate),
+            (5, 4),
+            "Linux 5.9+ split counters summed into the combined fields"
         );
         assert_eq!(back.memory.psi.some.avg10, 1.5);
         assert!(back.memory.psi.full.is_none());

@@ -29,6 +29,7 @@ pub enum Op {
     Pausing,
     Resuming,
     Deleting,
+    Checkpointing,
 }
 
 impl Status {
@@ -140,6 +141,7 @@ impl Process {
             Op::Pausing => st == Status::Running,
             Op::Resuming => st == Status::Paused,
             Op::Deleting => matches!(st, Status::Created | Status::Stopped),
+            Op::Checkpointing => matches!(st, Status::Running | Status::Paused),
         };
         if st == Status::Deleted {
             return Err(Error::NotFound(format!("process {} was deleted", self.id)));
@@ -150,6 +152,7 @@ impl Process {
                 Op::Pausing => "pause",
                 Op::Resuming => "resume",
                 Op::Deleting => "delete",
+                Op::Checkpointing => "checkpoint",
             };
             return Err(Error::FailedPrecondition(format!(
                 "cannot {verb} a {} process",

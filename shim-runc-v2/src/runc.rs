@@ -55,6 +55,55 @@ pub struct CreateOpts {
     pub no_new_keyring: bool,
 }
 
+/// Flags of `checkpoint` (and the criu part of `restore`).
+#[derive(Debug, Default, Clone)]
+pub struct CheckpointArgs {
+    pub image_path: PathBuf,
+    /// Empty: the runtime's default (the image path).
+    pub work_path: Option<PathBuf>,
+    pub parent_path: Option<PathBuf>,
+    pub tcp_established: bool,
+    pub ext_unix_sk: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub manage_cgroups_mode: Option<String>,
+    pub empty_ns: Vec<String>,
+}
+
+impl CheckpointArgs {
+    fn push(&self, a: &mut Vec<OsString>) {
+        let mut path = |flag: &str, p: &Path| {
+            a.push(flag.into());
+            a.push(p.into());
+        };
+        path("--image-path", &self.image_path);
+        if let Some(w) = &self.work_path {
+            path("--work-path", w);
+        }
+        if let Some(p) = &self.parent_path {
+            path("--parent-path", p);
+        }
+        for (on, flag) in [
+            (self.tcp_established, "--tcp-established"),
+            (self.ext_unix_sk, "--ext-unix-sk"),
+            (self.shell_job, "--shell-job"),
+            (self.file_locks, "--file-locks"),
+        ] {
+            if on {
+                a.push(flag.into());
+            }
+        }
+        if let Some(m) = &self.manage_cgroups_mode {
+            a.push("--manage-cgroups-mode".into());
+            a.push(m.into());
+        }
+        for ns in &self.empty_ns {
+            a.push("--empty-ns".into());
+            a.push(ns.into());
+        }
+    }
+}
+
 /// The fields of `runc state` the shim uses.
 #[derive(Debug, Clone, Deserialize)]
 pub struct State {
@@ -276,6 +325,43 @@ impl Runc {
         }
         serde_json::from_str(text.trim())
             .map_err(|e| Error::Runtime(format!("OCI runtime ps: bad JSON: {e}")))
+    }
+
+    /// `checkpoint <criu flags> [--leave-running] ID`.
+    pub fn checkpoint(&self, id: &str, c: &CheckpointArgs, leave_running: bool) -> Result<()> {
+        let mut a: Vec<OsString> = vec!["checkpoint".into()];
+        c.push(&mut a);
+        if leave_running {
+            a.push("--leave-running".into());
+        }
+        a.push(id.into());
+        self.run("OCI runtime checkpoint failed", a, None, None)
+            .map(drop)
+    }
+
+    /// `restore --detach --no-subreaper --pid-file P [--console-socket S]
+    /// <criu flags> --bundle B ID`: the restored init is the container's
+    /// process, with `stdio` as the pipes its checkpointed stdio were.
+    pub fn restore(
+        &self,
+        id: &str,
+        bundle: &Path,
+        c: &CheckpointArgs,
+        o: &CreateOpts,
+        stdio: ProcStdio,
+    ) -> Result<()> {
+        let mut a = Self::create_args("restore", o);
+        c.push(&mut a);
+        if o.no_pivot {
+            a.push("--no-pivot".into());
+        }
+        a.push("--detach".into());
+        a.push("--no-subreaper".into());
+        a.push("--bundle".into());
+        a.push(bundle.into());
+        a.push(id.into());
+        self.run("OCI runtime restore failed", a, Some(stdio), None)
+            .map(drop)
     }
 
     /// `update --resources - ID` with the OCI LinuxResources JSON on stdin.

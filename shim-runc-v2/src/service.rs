@@ -12,7 +12,6 @@ use containerd_shim_protos::protobuf::MessageField;
 use containerd_shim_protos::shim::shim_ttrpc::{create_task, Task as TaskService};
 use ttrpc::{MethodHandler, TtrpcContext};
 
-use crate::error::Error;
 use crate::events::timestamp;
 use crate::task::Task;
 
@@ -21,10 +20,6 @@ pub struct Service {
 }
 
 type R<T> = ttrpc::Result<T>;
-
-fn unimplemented<T>(what: &str) -> R<T> {
-    Err(Error::Unimplemented(what.to_owned()).into())
-}
 
 impl TaskService for Service {
     fn state(&self, _: &TtrpcContext, r: StateRequest) -> R<StateResponse> {
@@ -75,8 +70,9 @@ impl TaskService for Service {
         Ok(Empty::new())
     }
 
-    fn checkpoint(&self, _: &TtrpcContext, _: CheckpointTaskRequest) -> R<Empty> {
-        unimplemented("checkpoint")
+    fn checkpoint(&self, _: &TtrpcContext, r: CheckpointTaskRequest) -> R<Empty> {
+        self.task.checkpoint(&r)?;
+        Ok(Empty::new())
     }
 
     fn kill(&self, _: &TtrpcContext, r: KillRequest) -> R<Empty> {

@@ -209,7 +209,15 @@ impl Task {
             pid: pid as u32,
             ..Default::default()
         });
-        self.register(&c, &c.init, pid);
+        if c.pending_restore().is_none() {
+            self.register(&c, &c.init, pid);
+            self.watch_oom(&c);
+        }
+        Ok(pid as u32)
+    }
+
+    /// Publish TaskOOM for the container's cgroup from now on.
+    fn watch_oom(&self, c: &Container) {
         match c.cgroup().and_then(|cg| {
             cg.oom_events()
                 .map_err(|e| Error::Other(format!("oom events: {e}")))
@@ -221,7 +229,31 @@ impl Task {
             }
             Err(e) => log::warn!("{}: no OOM events: {e}", c.id),
         }
-        Ok(pid as u32)
+    }
+
+    /// Start the init: `start`, or `restore` after a checkpointed Create.
+    fn start_init(&self, c: &Arc<Container>) -> Result<i32> {
+        let Some(r) = c.pending_restore() else {
+            return c.runc.start(&c.id).map(|()| c.init.pid());
+        };
+        let pid = c.restore_init(&r)?;
+        c.restored();
+        self.register(c, &c.init, pid);
+        self.watch_oom(c);
+        Ok(pid)
+    }
+
+    /// Checkpoint the container's init; TaskCheckpointed on success.
+    pub fn checkpoint(&self, req: &api::CheckpointTaskRequest) -> Result<()> {
+        let c = self.container(&req.id)?;
+        let cp = crate::checkpoint::Checkpoint::from_request(req, &c.bundle)?;
+        c.checkpoint(&cp)?;
+        self.events.publish(&ev::TaskCheckpointed {
+            container_id: req.id.clone(),
+            checkpoint: req.path.clone(),
+            ..Default::default()
+        });
+        Ok(())
     }
 
     pub fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
@@ -234,7 +266,7 @@ impl Task {
             }
         }
         let r = if p.is_init() {
-            c.runc.start(id).map(|()| p.pid())
+            self.start_init(&c)
         } else {
             c.start_exec(&p).inspect(|&pid| self.register(&c, &p, pid))
         };

@@ -10,3 +10,4 @@ pub mod pair;
 pub mod podman;
 pub mod runtime;
 pub mod shim_rs;
+pub mod vm;

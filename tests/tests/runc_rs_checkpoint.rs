@@ -15,49 +15,20 @@
 //!
 //! `CGROUP2_VM` names the VM runner (default `<repo>/../shared/cgroup2-vm/run-in-cgroup2-vm.sh`).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use integration_tests::runtime::{is_root, runc_rs_bin, wait_for, Cli};
+use integration_tests::vm;
 use testdata::Bundle;
 
-const IN_VM: &str = "RUNC_RS_CRIU_VM";
-
-fn criu_works() -> bool {
-    Command::new("criu").arg("check").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-fn vm_runner() -> PathBuf {
-    if let Some(p) = std::env::var_os("CGROUP2_VM") {
-        return PathBuf::from(p);
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/cgroup2-vm/run-in-cgroup2-vm.sh")
-}
-
-/// Runs test `name` of this binary in the cgroup v2 VM; true if it did.
+/// Runs test `name` of this binary in the cgroup v2 VM unless criu works
+/// here; true if it did.
 fn rerun_in_vm(name: &str) -> bool {
-    if std::env::var_os(IN_VM).is_some() || criu_works() {
+    if vm::criu_here() {
         return false;
     }
-    let vm = vm_runner();
-    assert!(vm.exists(), "criu check fails here and the cgroup v2 VM runner {} is missing (set CGROUP2_VM)", vm.display());
-    let exe = std::env::current_exe().unwrap();
-    // <target>/<profile>/deps/<exe>: the target dir must be shared with the guest.
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    eprintln!("criu check fails on this kernel: running {name} in the cgroup v2 VM");
-    let status = Command::new(&vm)
-        .arg("--")
-        .arg(&exe)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(IN_VM, "1")
-        .env("RUNC_RS_BIN", runc_rs_bin())
-        .env("CARGO_TARGET_DIR", &target)
-        .env("VM_ENV", format!("PATH RUST_BACKTRACE {IN_VM} RUNC_RS_BIN"))
-        .env("VM_TIMEOUT", "900")
-        .status()
-        .expect("start the VM runner");
-    assert!(status.success(), "{name} failed in the cgroup v2 VM ({status})");
+    vm::run_self_where_criu_works(&["--exact", name, "--nocapture", "--test-threads=1"]);
     true
 }
 

@@ -2,7 +2,8 @@
 //! the test starts itself (`-socket`) with requests ctr cannot express:
 //! missing bundle, unmountable rootfs, malformed options, a runtime binary
 //! that is not there, unknown and duplicate ids, an exec after the init
-//! exited. Every bad request gets its ttrpc code and a message naming the
+//! exited, checkpoints of a stopped or unknown task or with bad options (and
+//! one that criu fails: the container runs on). Every bad request gets its ttrpc code and a message naming the
 //! culprit, and the shim goes on serving the two containers it holds.
 //!
 //! Needs root and the built binaries. Run:
@@ -13,13 +14,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use containerd_shim_protos::api::{
-    CreateTaskRequest, DeleteRequest, ExecProcessRequest, KillRequest, ShutdownRequest,
+    CheckpointTaskRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, KillRequest, ShutdownRequest,
     StartRequest, StateRequest, StatsRequest, Status, WaitRequest,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{CodedOutputStream, MessageField};
 use containerd_shim_protos::types::mount::Mount;
 use integration_tests::containerd::{runtime_under_test, CgroupParent};
+use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use integration_tests::shim_rs::{ctx, runc_options, runc_rs, status_code, wait_until, ServedShim};
 use ttrpc::Code;
 
@@ -212,6 +214,7 @@ fn errors_have_codes_and_the_shim_keeps_serving() {
         )),
     };
     assert_eq!(refused.0, Code::FAILED_PRECONDITION, "{}", refused.1);
+    checkpoint_errors(&c, &good[0].dir);
     c.delete(
         ctx(),
         &DeleteRequest {
@@ -280,4 +283,45 @@ fn errors_have_codes_and_the_shim_keeps_serving() {
     c.shutdown(ctx(), &ShutdownRequest::default())
         .expect("Shutdown");
     wait_until("the shim to exit", LONG, || !shim.alive());
+}
+
+fn checkpoint(c: &TaskClient, id: &str, path: &str, options: Option<Any>) -> ttrpc::Result<()> {
+    let req = CheckpointTaskRequest {
+        id: id.into(),
+        path: path.into(),
+        options: MessageField::from_option(options),
+        ..Default::default()
+    };
+    c.checkpoint(ctx(), &req).map(drop)
+}
+
+/// Checkpoint refusals (`quick` has exited, `good1` runs), and a real
+/// checkpoint of `good1`: where criu cannot dump (this host's kernel) the
+/// error names the kept criu log and the container runs on.
+fn checkpoint_errors(c: &TaskClient, good_bundle: &Path) {
+    let img = good_bundle.join("checkpoint");
+    let img_s = img.to_str().unwrap();
+    let (code_, msg) = status_code(checkpoint(c, "quick", img_s, None));
+    assert_eq!(code_, Code::FAILED_PRECONDITION, "{msg}");
+    assert!(msg.contains("stopped"), "{msg}");
+    assert_eq!(status_code(checkpoint(c, "nope", img_s, None)).0, Code::NOT_FOUND);
+    let (code_, msg) = status_code(checkpoint(c, "good1", "", None));
+    assert_eq!(code_, Code::INVALID_ARGUMENT, "{msg}");
+    let mut wrong = Any::new();
+    wrong.type_url = "containerd.runc.v1.Options".into();
+    let (code_, msg) = status_code(checkpoint(c, "good1", img_s, Some(wrong)));
+    assert_eq!(code_, Code::INVALID_ARGUMENT, "{msg}");
+    assert!(msg.contains("CheckpointOptions"), "{msg}");
+    match checkpoint(c, "good1", img_s, None) {
+        Ok(()) => assert!(img.join("inventory.img").is_file(), "criu images in {img_s}"),
+        Err(e) => {
+            let msg = format!("{e:?}");
+            assert!(msg.contains("criu-dump.log"), "{msg}");
+            assert!(good_bundle.join("criu-dump.log").is_file(), "criu's log kept");
+        }
+    }
+    let st = c
+        .state(ctx(), &StateRequest { id: "good1".into(), ..Default::default() })
+        .expect("State");
+    assert_eq!(st.status.enum_value(), Ok(Status::RUNNING), "good1 runs on after its checkpoint");
 }

@@ -39,40 +39,55 @@ impl Drop for SuiteGuard {
     }
 }
 
-/// One run: returns raw observations, the placeholders for them, the log.
-fn run_one(
-    case: &Case,
-    rt: &Runtime,
-    label: &str,
-    suite: &Suite,
-) -> (Observations, Placeholders, String) {
-    let mut obs = Observations::new();
-    let mut ph = Placeholders::default();
-    let mut bundle = match testdata::Bundle::new() {
-        Ok(b) => b,
-        Err(e) => {
-            obs.insert("host.outcome".into(), format!("harness error: bundle: {e}"));
-            return (obs, ph, String::new());
-        }
-    };
-    // Declared before the guard: dropped (removed) after it.
+fn ok_or_failed(ok: bool) -> String {
+    if ok { "ok" } else { "failed" }.into()
+}
+
+/// One run's files: the bundle, the runtime's state root, a work dir (the
+/// container's stdout/stderr, the pid file), the cgroup path and the id.
+/// The temp dirs are removed when this is dropped.
+struct Workspace {
+    bundle: testdata::Bundle,
+    root_dir: tempfile::TempDir,
+    work_dir: tempfile::TempDir,
+    cgpath: String,
+    id: String,
+}
+
+impl Workspace {
+    fn out(&self) -> PathBuf {
+        self.work_dir.path().join("container.out")
+    }
+    fn err(&self) -> PathBuf {
+        self.work_dir.path().join("container.err")
+    }
+    fn pid_file(&self) -> PathBuf {
+        self.work_dir.path().join("pidfile")
+    }
+}
+
+/// The bundle of `case` (default spec + the script + our cgroup, then the
+/// case's mutation) and the placeholders that make its paths comparable.
+fn prepare(case: &Case, label: &str, suite: &Suite, ph: &mut Placeholders) -> Result<Workspace, String> {
+    let bundle = testdata::Bundle::new().map_err(|e| format!("bundle: {e}"))?;
     let (root_dir, work_dir) = match (testdata::temp_dir(), testdata::temp_dir()) {
         (Ok(r), Ok(w)) => (r, w),
-        _ => {
-            obs.insert("host.outcome".into(), "harness error: temp dir".into());
-            return (obs, ph, String::new());
-        }
+        _ => return Err("temp dir".into()),
     };
-    let cgpath = format!("{}/{}-{}", suite.cgroup_parent, label, case.name);
-    let id = format!("diff-{}", case.name);
-    let bundle_dir = bundle.dir.clone();
+    let mut ws = Workspace {
+        bundle,
+        root_dir,
+        work_dir,
+        cgpath: format!("{}/{}-{}", suite.cgroup_parent, label, case.name),
+        id: format!("diff-{}", case.name),
+    };
     for (p, name) in [
-        (&bundle_dir, "<BUNDLE>"),
-        (&root_dir.path().to_path_buf(), "<ROOT>"),
-        (&work_dir.path().to_path_buf(), "<WORK>"),
+        (ws.bundle.dir.clone(), "<BUNDLE>"),
+        (ws.root_dir.path().to_path_buf(), "<ROOT>"),
+        (ws.work_dir.path().to_path_buf(), "<WORK>"),
     ] {
         ph.add(p.to_string_lossy(), name);
-        if let Ok(c) = fs::canonicalize(p) {
+        if let Ok(c) = fs::canonicalize(&p) {
             ph.add(c.to_string_lossy(), name);
         }
         // mountinfo shows a bind's root relative to its filesystem (e.g.
@@ -81,11 +96,11 @@ fn run_one(
             ph.add(format!("/{}", base.to_string_lossy()), name);
         }
     }
-    ph.add(cgpath.clone(), "<CGROUP>");
+    ph.add(ws.cgpath.clone(), "<CGROUP>");
     ph.add(suite.cgroup_parent.clone(), "<CGPARENT>");
 
-    // The spec: default + script + our cgroup, then the case's mutation.
-    let spec = &mut bundle.spec;
+    let bundle_dir = ws.bundle.dir.clone();
+    let spec = &mut ws.bundle.spec;
     spec["process"]["args"] = json!(["sh", "-c", script::build(case.script)]);
     spec["linux"]["cgroupsPath"] = json!("{{CGROUP}}");
     (case.mutate)(spec);
@@ -94,227 +109,209 @@ fn run_one(
         &[
             ("{{BUNDLE}}", bundle_dir.to_string_lossy().into_owned()),
             ("{{BB}}", script::BUSYBOX.to_string()),
-            ("{{CGROUP}}", cgpath.clone()),
+            ("{{CGROUP}}", ws.cgpath.clone()),
             ("{{HARNESS_PID}}", std::process::id().to_string()),
         ],
     );
-    if let Err(e) = bundle.write_spec() {
-        obs.insert(
-            "host.outcome".into(),
-            format!("harness error: write spec: {e}"),
-        );
-        return (obs, ph, String::new());
-    }
+    ws.bundle.write_spec().map_err(|e| format!("write spec: {e}"))?;
+    Ok(ws)
+}
 
+/// One run: returns raw observations, the placeholders for them, the log.
+fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observations, Placeholders, String) {
+    let mut obs = Observations::new();
+    let mut ph = Placeholders::default();
+    let ws = match prepare(case, label, suite, &mut ph) {
+        Ok(ws) => ws,
+        Err(e) => {
+            obs.insert("host.outcome".into(), format!("harness error: {e}"));
+            return (obs, ph, String::new());
+        }
+    };
     let mut run = Run {
         rt,
-        root: root_dir.path().to_path_buf(),
-        work: work_dir.path().to_path_buf(),
-        bundle: bundle_dir.clone(),
+        root: ws.root_dir.path().to_path_buf(),
+        work: ws.work_dir.path().to_path_buf(),
+        bundle: ws.bundle.dir.clone(),
         log: String::new(),
         n: 0,
     };
     let mut guard = ContainerGuard {
         rt,
         root: run.root.clone(),
-        id: id.clone(),
-        cgroup_dirs: suite
-            .hierarchies
-            .iter()
-            .map(|h| h.join(cgpath.trim_start_matches('/')))
-            .collect(),
+        id: ws.id.clone(),
+        cgroup_dirs: suite.hierarchies.iter().map(|h| h.join(ws.cgpath.trim_start_matches('/'))).collect(),
         deleted: false,
     };
+    let mut stdin = create(&mut run, &ws);
+    obs.insert("host.create".into(), ok_or_failed(stdin.is_some()));
+    let outcome = if stdin.is_some() {
+        lifecycle(case, &mut run, &ws, &mut obs, &mut stdin, &mut guard)
+    } else {
+        "create failed"
+    };
+    drop(stdin);
+    observe_leftovers(&mut run, &ws, &guard, &mut obs);
+    container_output(&ws, outcome, &mut obs, &mut run.log);
+    let log = std::mem::take(&mut run.log);
+    drop(guard);
+    (obs, ph, log)
+}
 
-    // create, with the container's stdio: stdin a pipe we hold (the script
-    // waits on it), stdout/stderr files.
-    let (out_p, err_p, pid_p) = (
-        run.work.join("container.out"),
-        run.work.join("container.err"),
-        run.work.join("pidfile"),
+/// `create`, with the container's stdio: stdin a pipe we hold (the script
+/// waits on it), stdout/stderr files. `None` when create failed.
+fn create(run: &mut Run, ws: &Workspace) -> Option<Option<ChildStdin>> {
+    let rt = run.rt;
+    let mut c = rt.command(&run.root);
+    c.args(["create", "--bundle"]).arg(&ws.bundle.dir).arg("--pid-file").arg(ws.pid_file()).arg(&ws.id);
+    c.current_dir(&ws.bundle.dir).stdin(Stdio::piped());
+    let spawned = fs::File::create(ws.out())
+        .and_then(|o| Ok((o, fs::File::create(ws.err())?)))
+        .and_then(|(o, e)| c.stdout(o).stderr(e).spawn());
+    match spawned {
+        Ok(mut child) => {
+            let stdin = child.stdin.take();
+            let st = wait_timeout(&mut child, T_CREATE);
+            let r = CmdResult { status: st, stdout: String::new(), stderr: String::new() };
+            let _ = writeln!(run.log, "$ {} create {}: {}", rt.desc, ws.id, r.describe());
+            r.ok().then_some(stdin)
+        }
+        Err(e) => {
+            let _ = writeln!(run.log, "$ {} create: spawn failed: {e}", rt.desc);
+            None
+        }
+    }
+}
+
+/// After a successful create: what the host sees, start, let the script
+/// run to its end, delete. Returns the outcome.
+fn lifecycle(
+    case: &Case,
+    run: &mut Run,
+    ws: &Workspace,
+    obs: &mut Observations,
+    stdin: &mut Option<Option<ChildStdin>>,
+    guard: &mut ContainerGuard,
+) -> &'static str {
+    let id = ws.id.as_str();
+    let mut outcome = "ran";
+    let st = run.rt(&["state", id], T_SHORT);
+    let pid = record_state(obs, "created", &st);
+    let pf = fs::read_to_string(ws.pid_file()).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    obs.insert(
+        "host.pidfile".into(),
+        match (pf, pid) {
+            (Some(a), Some(b)) if a == b => "matches state pid".into(),
+            (Some(_), _) => "differs from state pid".into(),
+            (None, _) => "missing or unparseable".into(),
+        },
     );
-    let mut stdin: Option<ChildStdin> = None;
-    let create_ok = {
-        let mut c = rt.command(&run.root);
-        c.args(["create", "--bundle"])
-            .arg(&bundle_dir)
-            .arg("--pid-file")
-            .arg(&pid_p)
-            .arg(&id);
-        c.current_dir(&bundle_dir).stdin(Stdio::piped());
-        let spawned = fs::File::create(&out_p)
-            .and_then(|o| Ok((o, fs::File::create(&err_p)?)))
-            .and_then(|(o, e)| c.stdout(o).stderr(e).spawn());
-        match spawned {
-            Ok(mut child) => {
-                stdin = child.stdin.take();
-                let st = wait_timeout(&mut child, T_CREATE);
-                let r = CmdResult {
-                    status: st,
-                    stdout: String::new(),
-                    stderr: String::new(),
-                };
-                let _ = writeln!(run.log, "$ {} create {id}: {}", rt.desc, r.describe());
-                r.ok()
-            }
-            Err(e) => {
-                let _ = writeln!(run.log, "$ {} create: spawn failed: {e}", rt.desc);
-                false
-            }
+    if let Some(pid) = pid {
+        observe_init(pid, obs);
+    }
+    observe_cgroup_files(case, &ws.cgpath, obs);
+
+    let start = run.rt(&["start", id], T_SHORT);
+    obs.insert("host.start".into(), ok_or_failed(start.ok()));
+    if !start.ok() {
+        outcome = "start failed";
+    }
+    let st = run.rt(&["state", id], T_SHORT);
+    let _ = record_state(obs, "started", &st);
+    obs.retain(|k, _| !k.starts_with("host.state.started.") || k == "host.state.started.status");
+
+    // Let the script go on, and close our end so a second read sees EOF.
+    if let Some(mut w) = stdin.take().flatten() {
+        let _ = w.write_all(b"go\n");
+    }
+    let exit = match pid {
+        Some(pid) => wait_init(pid, T_EXIT),
+        None => Exit::NotChild,
+    };
+    let exit_desc = match exit {
+        Exit::Status(st) => describe_wait_status(st),
+        Exit::Timeout => "timed out".into(),
+        Exit::NotChild => {
+            wait_stopped(run, id);
+            "unknown (init was not reparented to the harness)".into()
         }
     };
-    obs.insert(
-        "host.create".into(),
-        if create_ok {
-            "ok".into()
-        } else {
-            "failed".into()
-        },
-    );
-
-    let mut outcome = "ran";
-    if create_ok {
-        let st = run.rt(&["state", &id], T_SHORT);
-        let pid = record_state(&mut obs, "created", &st);
-        // pid file written by create
-        let pf = fs::read_to_string(&pid_p)
-            .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok());
-        obs.insert(
-            "host.pidfile".into(),
-            match (pf, pid) {
-                (Some(a), Some(b)) if a == b => "matches state pid".into(),
-                (Some(_), _) => "differs from state pid".into(),
-                (None, _) => "missing or unparseable".into(),
-            },
-        );
-        if let Some(pid) = pid {
-            // Which cgroup the init is in, per hierarchy, as the host sees it.
-            let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-            for l in cg.lines() {
-                let mut it = l.splitn(3, ':');
-                let (_, ctrl, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
-                let ctrl = if ctrl.is_empty() { "<unified>" } else { ctrl };
-                obs.insert(format!("host.init_cgroup.{ctrl}"), path.to_string());
-            }
-            let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            for l in status.lines() {
-                if let Some(("State", v)) = l.split_once(':') {
-                    // Blocked before exec (e.g. "S (sleeping)"); record only the letter class.
-                    let letter = v.trim().chars().next().unwrap_or('?');
-                    obs.insert(
-                        "host.init_alive_after_create".into(),
-                        (letter != 'Z').to_string(),
-                    );
-                }
-            }
-        }
-        let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-        let files = if pure_v2 { case.cgroup_v2_files } else { case.cgroup_files };
-        for f in files {
-            // v1: "<hierarchy>/<file>"; v2: "<file>" in the one hierarchy.
-            let (h, file) = if pure_v2 { ("", *f) } else { f.split_once('/').unwrap_or((f, "")) };
-            let p = Path::new("/sys/fs/cgroup")
-                .join(h)
-                .join(cgpath.trim_start_matches('/'))
-                .join(file);
-            let v = match fs::read_to_string(&p) {
-                Ok(s) => cgroup_file_value(file, &s),
-                Err(e) => format!("<unreadable: {}>", e.kind()),
-            };
-            obs.insert(format!("host.cgroup {f}"), v);
-        }
-
-        let start = run.rt(&["start", &id], T_SHORT);
-        obs.insert(
-            "host.start".into(),
-            if start.ok() {
-                "ok".into()
-            } else {
-                "failed".into()
-            },
-        );
-        if !start.ok() {
-            outcome = "start failed";
-        }
-        let st = run.rt(&["state", &id], T_SHORT);
-        let _ = record_state(&mut obs, "started", &st);
-        obs.retain(|k, _| {
-            !k.starts_with("host.state.started.") || k == "host.state.started.status"
-        });
-
-        // Let the script go on, and close our end so a second read sees EOF.
-        if let Some(mut w) = stdin.take() {
-            let _ = w.write_all(b"go\n");
-        }
-        let exit = match pid {
-            Some(pid) => wait_init(pid, T_EXIT),
-            None => Exit::NotChild,
-        };
-        let exit_desc = match exit {
-            Exit::Status(st) => describe_wait_status(st),
-            Exit::Timeout => "timed out".into(),
-            Exit::NotChild => {
-                // Not reparented to us: poll the runtime instead.
-                let t0 = Instant::now();
-                loop {
-                    let st = run.rt(&["state", &id], T_SHORT);
-                    let stopped = serde_json::from_str::<Value>(&st.stdout)
-                        .ok()
-                        .and_then(|v| {
-                            v.get("status")
-                                .and_then(Value::as_str)
-                                .map(|s| s == "stopped")
-                        })
-                        .unwrap_or(true);
-                    if stopped || t0.elapsed() > T_EXIT {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                "unknown (init was not reparented to the harness)".into()
-            }
-        };
-        obs.insert("host.exit".into(), exit_desc);
-        if matches!(exit, Exit::Timeout) {
-            run.rt(&["kill", &id, "KILL"], T_SHORT);
-            outcome = "timed out";
-        }
-        let st = run.rt(&["state", &id], T_SHORT);
-        record_state(&mut obs, "exited", &st);
-        obs.retain(|k, _| !k.starts_with("host.state.exited.") || k == "host.state.exited.status");
-
-        let del = run.rt(&["delete", &id], T_SHORT);
-        obs.insert(
-            "host.delete".into(),
-            if del.ok() {
-                "ok".into()
-            } else {
-                "failed".into()
-            },
-        );
-        guard.deleted = del.ok();
-    } else {
-        outcome = "create failed";
+    obs.insert("host.exit".into(), exit_desc);
+    if matches!(exit, Exit::Timeout) {
+        run.rt(&["kill", id, "KILL"], T_SHORT);
+        outcome = "timed out";
     }
-    drop(stdin);
+    let st = run.rt(&["state", id], T_SHORT);
+    record_state(obs, "exited", &st);
+    obs.retain(|k, _| !k.starts_with("host.state.exited.") || k == "host.state.exited.status");
 
-    // Nothing may be left behind: state, state-root entries, cgroup dirs.
-    let st = run.rt(&["state", &id], T_SHORT);
+    let del = run.rt(&["delete", id], T_SHORT);
+    obs.insert("host.delete".into(), ok_or_failed(del.ok()));
+    guard.deleted = del.ok();
+    outcome
+}
+
+/// Which cgroup the init is in, per hierarchy, and whether it is alive
+/// (blocked before exec), as the host sees it.
+fn observe_init(pid: i32, obs: &mut Observations) {
+    let cg = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    for l in cg.lines() {
+        let mut it = l.splitn(3, ':');
+        let (_, ctrl, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
+        let ctrl = if ctrl.is_empty() { "<unified>" } else { ctrl };
+        obs.insert(format!("host.init_cgroup.{ctrl}"), path.to_string());
+    }
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    for l in status.lines() {
+        if let Some(("State", v)) = l.split_once(':') {
+            // Only the letter class (e.g. "S (sleeping)").
+            let letter = v.trim().chars().next().unwrap_or('?');
+            obs.insert("host.init_alive_after_create".into(), (letter != 'Z').to_string());
+        }
+    }
+}
+
+/// The case's cgroup files (v1: `<hierarchy>/<file>`; v2: `<file>`).
+fn observe_cgroup_files(case: &Case, cgpath: &str, obs: &mut Observations) {
+    let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let files = if pure_v2 { case.cgroup_v2_files } else { case.cgroup_files };
+    for f in files {
+        let (h, file) = if pure_v2 { ("", *f) } else { f.split_once('/').unwrap_or((f, "")) };
+        let p = Path::new("/sys/fs/cgroup").join(h).join(cgpath.trim_start_matches('/')).join(file);
+        let v = match fs::read_to_string(&p) {
+            Ok(s) => cgroup_file_value(file, &s),
+            Err(e) => format!("<unreadable: {}>", e.kind()),
+        };
+        obs.insert(format!("host.cgroup {f}"), v);
+    }
+}
+
+/// Init was not reparented to us: poll the runtime until it says stopped.
+fn wait_stopped(run: &mut Run, id: &str) {
+    let t0 = Instant::now();
+    loop {
+        let st = run.rt(&["state", id], T_SHORT);
+        let stopped = serde_json::from_str::<Value>(&st.stdout)
+            .ok()
+            .and_then(|v| v.get("status").and_then(Value::as_str).map(|s| s == "stopped"))
+            .unwrap_or(true);
+        if stopped || t0.elapsed() > T_EXIT {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Nothing may be left behind: state, state-root entries, cgroup dirs,
+/// processes (killed if found); and what hooks wrote.
+fn observe_leftovers(run: &mut Run, ws: &Workspace, guard: &ContainerGuard, obs: &mut Observations) {
+    let st = run.rt(&["state", &ws.id], T_SHORT);
     obs.insert(
         "host.leftover.state".into(),
-        if st.ok() {
-            "container still known".into()
-        } else {
-            "gone".into()
-        },
+        if st.ok() { "container still known" } else { "gone" }.into(),
     );
     let mut entries: Vec<String> = fs::read_dir(&run.root)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     entries.sort();
     obs.insert("host.leftover.root".into(), entries.join(","));
@@ -322,12 +319,7 @@ fn run_one(
         .cgroup_dirs
         .iter()
         .filter(|d| d.exists())
-        .map(|d| {
-            d.strip_prefix("/sys/fs/cgroup")
-                .unwrap_or(d)
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|d| d.strip_prefix("/sys/fs/cgroup").unwrap_or(d).to_string_lossy().into_owned())
         .collect();
     obs.insert("host.leftover.cgroup".into(), left.join(","));
     let orphans = live_children();
@@ -336,34 +328,27 @@ fn run_one(
         let _ = writeln!(run.log, "leftover processes (killed): {orphans:?}");
         kill_children(&orphans);
     }
-
     // Hooks write here (see the hook cases).
-    if let Ok(h) = fs::read_to_string(bundle_dir.join("hooks.log")) {
+    if let Ok(h) = fs::read_to_string(ws.bundle.dir.join("hooks.log")) {
         obs.insert("host.hooks".into(), h.trim_end().to_string());
     }
+}
 
-    // What the container printed.
-    let out = fs::read(&out_p).unwrap_or_default();
+/// What the container printed (its script's observations) and the final
+/// outcome: a run whose script did not reach its end marker says so.
+fn container_output(ws: &Workspace, outcome: &'static str, obs: &mut Observations, log: &mut String) {
+    let out = fs::read(ws.out()).unwrap_or_default();
     let cobs = script::parse(&out);
+    let mut outcome = outcome;
     if outcome == "ran" && !(cobs.contains_key("marker.begin") && cobs.contains_key("marker.end")) {
-        outcome = if cobs.contains_key("marker.begin") {
-            "script did not finish"
-        } else {
-            "script did not run"
-        };
+        outcome = if cobs.contains_key("marker.begin") { "script did not finish" } else { "script did not run" };
     }
     obs.extend(cobs);
     obs.insert("host.outcome".into(), outcome.into());
-    let err = fs::read_to_string(&err_p).unwrap_or_default();
+    let err = fs::read_to_string(ws.err()).unwrap_or_default();
     if !err.trim().is_empty() {
-        let _ = writeln!(run.log, "container/runtime stderr:\n{}", err.trim_end());
+        let _ = writeln!(log, "container/runtime stderr:\n{}", err.trim_end());
     }
-    let log = std::mem::take(&mut run.log);
-    drop(guard);
-    drop(root_dir);
-    drop(work_dir);
-    drop(bundle);
-    (obs, ph, log)
 }
 
 /// Every case's outcome plus what to print.
