@@ -103,10 +103,25 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// Removes `dir` and every cgroup below it, deepest first, with [`rmdir_retry`]. Tries a plain
+/// rmdir first: a container's cgroup usually has no sub-cgroups, and listing every hierarchy's
+/// directory would cost three syscalls each.
+pub(crate) fn remove_tree(dir: &Path, deadline: Instant) -> Result<()> {
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        // EBUSY: sub-cgroups, or tasks still leaving; anything else is reported by the retry.
+        Err(_) => tree_postorder(dir)?
+            .iter()
+            .try_for_each(|d| rmdir_retry(d, deadline)),
+    }
+}
+
 /// rmdir `dir`, retrying EBUSY until `deadline` (a just-killed task can take a moment to
 /// leave). A directory that is already gone is fine.
 pub(crate) fn rmdir_retry(dir: &Path, deadline: Instant) -> Result<()> {
-    let mut delay = Duration::from_millis(5);
+    // Short at first: an exiting task leaves its cgroup within a millisecond or so.
+    let mut delay = Duration::from_millis(1);
     loop {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),

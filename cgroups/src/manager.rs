@@ -255,9 +255,7 @@ impl Manager {
                 });
                 continue;
             }
-            let result = fs::tree_postorder(dir)
-                .and_then(|tree| tree.iter().try_for_each(|d| fs::rmdir_retry(d, deadline)));
-            if let Err(e) = result {
+            if let Err(e) = fs::remove_tree(dir, deadline) {
                 log::warn!("delete {}: {e}", h.label);
                 first_err.get_or_insert(e);
             }

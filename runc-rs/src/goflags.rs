@@ -10,6 +10,16 @@ use std::ffi::OsString;
 
 use clap::{Arg, Command};
 
+/// Whether any argument looks like a Go-style long flag (`-ab...`): only
+/// then is the command definition built to rewrite them (it costs time
+/// on every run otherwise).
+pub fn may_need(args: &[OsString]) -> bool {
+    args.iter().skip(1).any(|a| {
+        let b = a.as_encoded_bytes();
+        b.len() > 2 && b[0] == b'-' && b[1] != b'-'
+    })
+}
+
 /// `args` (with the program name first) with every Go-style `-long[=v]`
 /// flag before the first positional argument turned into `--long[=v]`.
 pub fn normalize(root: &Command, args: Vec<OsString>) -> Vec<OsString> {
@@ -128,6 +138,13 @@ mod tests {
             run(&["runc", "exec", "--env", "-root", "-e", "-debug", "id", "ls", "-debug", "-la"]),
             ["runc", "exec", "--env", "-root", "-e", "-debug", "id", "ls", "-debug", "-la"]
         );
+    }
+
+    #[test]
+    fn only_go_style_words_need_the_rewrite() {
+        let v = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(!may_need(&v(&["runc", "--root", "/r", "exec", "-t", "id", "sh", "-c", "x"])));
+        assert!(may_need(&v(&["runc", "restore", "-no-subreaper", "id"])));
     }
 
     #[test]

@@ -395,8 +395,12 @@ fn exec_opts(a: &ExecArgs) -> runc_rs::container::exec::ExecOpts {
 
 fn main() {
     // Go-style `-flag` spellings, as runc accepts them (see goflags).
-    let args = runc_rs::goflags::normalize(&Cli::command(), std::env::args_os().collect());
-    let cli = Cli::parse_from(args);
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = if runc_rs::goflags::may_need(&args) {
+        Cli::parse_from(runc_rs::goflags::normalize(&Cli::command(), args))
+    } else {
+        Cli::parse_from(args)
+    };
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("open log file {:?}: {e}", cli.log);
         std::process::exit(1);

@@ -8,7 +8,7 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDevice
 use super::{hook_state, io_err, ContainerError};
 use crate::process::{parent, LaunchConfig};
 use crate::state::{self, ContainerState, Status};
-use crate::utils::{proc_stat, rfc3339_nano, write_atomic};
+use crate::utils::{proc_stat, rfc3339_nano};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOpts {
@@ -73,29 +73,8 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
     let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
     let cg = cgroups::Manager::new(cgroups_path.as_deref(), &opts.id)?;
     st.cgroup = Some(cg.clone());
-    // Recorded before the cgroup exists: a crash from here on still leaves
-    // `delete --force` enough to remove it.
-    st.save(root)?;
-    log::debug!("create: creating cgroup");
-    match cg.create() {
-        // Rootless, as runc: a cgroup the user may not create is skipped
-        // when nothing asked for one (see rootless::skip_cgroup).
-        Err(e) if crate::rootless::skip_cgroup(&e, cgroups_path.as_deref(), &spec) => {
-            log::debug!("rootless: running without a cgroup: {e}");
-            st.cgroup = None;
-            st.save(root)?;
-        }
-        created => {
-            created?;
-            cg.apply(&effective_resources(&spec))?;
-        }
-    }
-
-    let fifo_path = dir.join(state::EXEC_FIFO);
-    make_exec_fifo(&fifo_path, &spec)?;
-    let fifo: OwnedFd = nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
-        .map_err(|source| ContainerError::Sys { what: format!("open {}", fifo_path.display()), source })?;
+    setup_cgroup(root, st, &spec, cgroups_path.as_deref())?;
+    let fifo = open_exec_fifo(dir, &spec)?;
     let console_socket = match &opts.console_socket {
         Some(p) => Some(crate::tty::connect(p)?),
         None => None,
@@ -113,30 +92,91 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
         fifo,
         passed_fds: opts.preserve_fds + listen_fds,
         cgroup: st.cgroup.clone(),
-        cgroup_unified: matches!(cgroups::detect_mode(), cgroups::CgroupMode::Unified),
+        // The manager knows the mode already: no statfs again.
+        cgroup_unified: cg.mode() == cgroups::CgroupMode::Unified,
         cgroup_dirs: st.cgroup.as_ref().map(|c| c.paths().into_iter().collect()).unwrap_or_default(),
         extra_env,
     };
     let snapshot = st.clone();
+    let pid_file = opts.pid_file.as_deref().map(std::path::absolute).transpose().map_err(io_err("pid-file"))?;
+    // Written while init sets up, put in place once it is ready.
+    let mut staged = None;
     log::debug!("create: launching init");
-    let launched = parent::launch(&cfg, &|pid| {
-        let mut s = snapshot.clone();
-        s.pid = pid;
-        hook_state(&s, Status::Creating)
-    })?;
+    let launched = parent::launch(
+        &cfg,
+        &|pid| {
+            let mut s = snapshot.clone();
+            s.pid = pid;
+            hook_state(&s, Status::Creating)
+        },
+        &mut |pid| staged = Some(stage_records(root, &snapshot, pid, pid_file.as_deref())),
+    )?;
+    // Set before anything can fail: `create` kills the init of a failed create.
     st.pid = launched.pid;
-    st.start_time = proc_stat(launched.pid).map(|s| s.start_time).unwrap_or(0);
-    st.save(root)?;
+    let records = staged.expect("init's pid was reported")?;
+    st.start_time = records.start_time;
+    records.state.commit()?;
     // runc 1.1 runs poststart hooks here, at the end of `create` (its
     // container.Start), not at `start`: they see the status "created", and
     // their failure fails `create`.
     let poststart = st.hooks.as_ref().and_then(|h| h.poststart().clone());
     crate::hooks::run_all("poststart", poststart.as_ref(), &hook_state(st, Status::Created))?;
-    if let Some(pf) = &opts.pid_file {
-        let pf = std::path::absolute(pf).map_err(io_err("pid-file"))?;
-        write_atomic(&pf, launched.pid.to_string().as_bytes())?;
+    if let Some(pf) = records.pid_file {
+        pf.commit()?;
     }
     Ok(())
+}
+
+/// Records the state, then creates the cgroup. The state comes first: a
+/// crash from there on still leaves `delete --force` enough to remove the
+/// cgroup. Rootless, as runc: a cgroup the user may not create is skipped
+/// when nothing asked for one (see rootless::skip_cgroup).
+fn setup_cgroup(root: &Path, st: &mut ContainerState, spec: &Spec, cgroups_path: Option<&str>) -> Result<(), ContainerError> {
+    st.save(root)?;
+    let Some(cg) = st.cgroup.clone() else { return Ok(()) };
+    log::debug!("create: creating cgroup");
+    match cg.create() {
+        Err(e) if crate::rootless::skip_cgroup(&e, cgroups_path, spec) => {
+            log::debug!("rootless: running without a cgroup: {e}");
+            st.cgroup = None;
+            Ok(st.save(root)?)
+        }
+        created => {
+            created?;
+            Ok(cg.apply(&effective_resources(spec))?)
+        }
+    }
+}
+
+/// Makes exec.fifo and opens it O_PATH for init (which reopens it for writing).
+fn open_exec_fifo(dir: &Path, spec: &Spec) -> Result<OwnedFd, ContainerError> {
+    let fifo_path = dir.join(state::EXEC_FIFO);
+    make_exec_fifo(&fifo_path, spec)?;
+    nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+        .map_err(|source| ContainerError::Sys { what: format!("open {}", fifo_path.display()), source })
+}
+
+/// The records `create` leaves once init is ready: state.json with init's
+/// pid and start time, and the pid file.
+struct Records {
+    state: state::Staged,
+    pid_file: Option<state::Staged>,
+    start_time: u64,
+}
+
+/// Stages the [`Records`] as soon as init exists (its start time is fixed
+/// from then on), while init prepares the rootfs.
+fn stage_records(root: &Path, snapshot: &ContainerState, pid: i32, pid_file: Option<&Path>) -> Result<Records, ContainerError> {
+    let mut s = snapshot.clone();
+    s.pid = pid;
+    s.start_time = proc_stat(pid).map(|p| p.start_time).unwrap_or(0);
+    let state = s.stage(root)?;
+    let pid_file = match pid_file {
+        Some(p) => Some(state::Staged::write(p, pid.to_string().as_bytes())?),
+        None => None,
+    };
+    Ok(Records { state, pid_file, start_time: s.start_time })
 }
 
 /// exec.fifo, writable by the container's root whoever it is, as runc makes

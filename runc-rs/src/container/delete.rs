@@ -1,8 +1,11 @@
 //! `delete`: remove a stopped (or, with `--force`, any) container: its
 //! processes, cgroup and state dir; then run poststop hooks.
 
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::{hook_state, ContainerError};
 use crate::state::{ContainerState, StateError, Status};
@@ -47,13 +50,36 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
 }
 
 fn kill_and_wait(st: &ContainerState) {
+    // Opened before the kill, and only if the pid is still our init's: the
+    // pidfd then cannot refer to a process that reused the pid.
+    let pidfd = pidfd_open(st.pid).filter(|_| st.init_alive());
     if let Some(cg) = &st.cgroup {
         let _ = cg.kill_all(libc::SIGKILL);
     }
     if st.init_alive() {
         unsafe { libc::kill(st.pid, libc::SIGKILL) };
     }
-    super::wait_gone(st, Duration::from_secs(10));
+    let timeout = Duration::from_secs(10);
+    match pidfd {
+        // Readable once init has exited (a zombie included), with no polling delay.
+        Some(fd) => {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX));
+        }
+        None => {
+            super::wait_gone(st, timeout);
+        }
+    }
+}
+
+/// pidfd_open(2); None on kernels without it (before 5.3) or if `pid` is gone.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    if pid <= 0 {
+        return None;
+    }
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // Safety: a new fd that nothing else owns.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Removes what is left of a container that has no running process.

@@ -52,10 +52,15 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, 
         log::debug!("init: preparing rootfs");
         rootfs::prepare(&ctx, spec).map_err(|e| e.to_string())?;
     }
-    chan.send(&Message::RunCreateRuntimeHooks).map_err(|e| e.to_string())?;
-    chan.expect(Message::HooksDone, "HooksDone").map_err(|e| e.to_string())?;
-    let state = init_state_json(cfg);
     let h = spec.hooks().as_ref();
+    // Without prestart/createRuntime hooks the round trip would only make
+    // init wait for the parent (which meanwhile writes the state records).
+    let has = |v: Option<&Vec<oci_spec::runtime::Hook>>| v.is_some_and(|v| !v.is_empty());
+    if has(h.and_then(|h| h.prestart().as_ref())) || has(h.and_then(|h| h.create_runtime().as_ref())) {
+        chan.send(&Message::RunCreateRuntimeHooks).map_err(|e| e.to_string())?;
+        chan.expect(Message::HooksDone, "HooksDone").map_err(|e| e.to_string())?;
+    }
+    let state = init_state_json(cfg);
     // As in runc, init works from the rootfs directory, which createContainer
     // hooks inherit as their working directory.
     nix::unistd::chdir(&cfg.rootfs).map_err(|e| format!("chdir {}: {e}", cfg.rootfs.display()))?;

@@ -76,8 +76,15 @@ impl Job<'_> {
 /// intermediate's `InitPid` reaches the parent, and the parent would take
 /// init for dead. With two channels the parent reads init's channel only
 /// once it knows init's pid; whatever init sent meanwhile waits in the socket.
-pub fn launch(cfg: &LaunchConfig, state_json: &dyn Fn(i32) -> Vec<u8>) -> Result<Launched, LaunchError> {
-    launch_job(Job::Create(cfg), state_json)
+///
+/// `on_init_pid` runs as soon as init exists, while init prepares the
+/// rootfs: what the parent does there is off the critical path.
+pub fn launch(
+    cfg: &LaunchConfig,
+    state_json: &dyn Fn(i32) -> Vec<u8>,
+    on_init_pid: &mut dyn FnMut(i32),
+) -> Result<Launched, LaunchError> {
+    launch_job(Job::Create(cfg), state_json, on_init_pid)
 }
 
 /// `exec`: the same dance with the exec variants of the children (see
@@ -88,10 +95,10 @@ pub fn launch_exec(cfg: &ExecConfig) -> Result<Launched, LaunchError> {
     let state = |_pid: i32| {
         crate::container::state_json(&cfg.id, crate::state::Status::Running, cfg.init_pid, &cfg.bundle, &cfg.annotations)
     };
-    launch_job(Job::Exec(cfg), &state)
+    launch_job(Job::Exec(cfg), &state, &mut |_| {})
 }
 
-fn launch_job(job: Job, state_json: &dyn Fn(i32) -> Vec<u8>) -> Result<Launched, LaunchError> {
+fn launch_job(job: Job, state_json: &dyn Fn(i32) -> Vec<u8>, on_init_pid: &mut dyn FnMut(i32)) -> Result<Launched, LaunchError> {
     let (parent_end, child_end) = channel::pair()?;
     let (parent_init_end, init_end) = channel::pair()?;
     // Safety: the runtime is single-threaded here; the child only runs
@@ -118,8 +125,10 @@ fn launch_job(job: Job, state_json: &dyn Fn(i32) -> Vec<u8>) -> Result<Launched,
     drop(child_end);
     drop(init_end);
     let mut init_pid: Option<i32> = None;
-    let result = drive_intermediate(job, &parent_end, intermediate_pid, &mut init_pid)
-        .and_then(|pid| drive_init(job, &parent_init_end, pid, state_json));
+    let result = drive_intermediate(job, &parent_end, intermediate_pid, &mut init_pid).and_then(|pid| {
+        on_init_pid(pid);
+        drive_init(job, &parent_init_end, pid, state_json)
+    });
     if result.is_err() {
         if let Some(p) = init_pid {
             let _ = nix::sys::signal::kill(Pid::from_raw(p), nix::sys::signal::SIGKILL);

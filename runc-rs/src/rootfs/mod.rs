@@ -54,7 +54,11 @@ pub fn prepare(ctx: &RootfsContext, spec: &Spec) -> Result<(), RootfsError> {
         .and_then(options::propagation)
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mount(None::<&str>, "/", None::<&str>, prop, None::<&str>).map_err(sys("set propagation of /"))?;
-    make_parent_private(&ctx.rootfs)?;
+    // A recursive slave, private or unbindable "/" (the default rslave
+    // included) leaves no mount shared: no need to read mountinfo then.
+    if !prop.contains(MsFlags::MS_REC) || prop.contains(MsFlags::MS_SHARED) {
+        make_parent_private(&ctx.rootfs)?;
+    }
     mount(Some(&ctx.rootfs), &ctx.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(sys("bind the rootfs onto itself"))?;
 
