@@ -31,9 +31,10 @@ impl Manager {
                 d.path = below(&d.path, rel)?;
             }
         }
+        let own = self.hierarchies();
         for h in m.hierarchies() {
             let file = h.dir.path.join("cgroup.procs");
-            if !self.hierarchies().iter().any(|o| o.dir.path == h.dir.path) {
+            if !own.iter().any(|o| o.dir.path == h.dir.path) {
                 std::fs::metadata(&file).map_err(|source| Error::NoSubCgroup { file, source })?;
             }
         }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::utils::{proc_stat, write_atomic, UtilError};
+use crate::utils::{proc_stat, write_atomic, Staged, UtilError};
 
 pub const STATE_FILE: &str = "state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
@@ -227,48 +227,4 @@ pub fn list_ids(root: &Path) -> Vec<String> {
     };
     ids.sort();
     ids
-}
-
-/// A file written ahead of time to a sibling temp file and renamed into
-/// place later, as `write_atomic` does in one go. `create` stages its final
-/// state.json and the pid file while init is still setting up (creating a
-/// file costs a disk filesystem far more than renaming one), and commits
-/// them once init is ready, so readers see them appear exactly as before.
-/// Dropped without a commit, the temp file is removed.
-#[derive(Debug)]
-pub struct Staged {
-    /// None once committed.
-    tmp: Option<PathBuf>,
-    path: PathBuf,
-}
-
-impl Staged {
-    pub fn write(path: &Path, data: &[u8]) -> Result<Staged, UtilError> {
-        use std::io::Write;
-        let mut name = std::ffi::OsString::from(".");
-        name.push(path.file_name().unwrap_or(std::ffi::OsStr::new("file")));
-        name.push(format!(".tmp{}", std::process::id()));
-        let tmp = path.with_file_name(name);
-        let staged = Staged { tmp: Some(tmp.clone()), path: path.to_owned() };
-        let res = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(data));
-        res.map_err(|source| UtilError::Write { path: path.to_owned(), source })?;
-        Ok(staged)
-    }
-
-    /// Puts the file in place (a rename over any older version).
-    pub fn commit(mut self) -> Result<(), UtilError> {
-        let Some(tmp) = self.tmp.take() else { return Ok(()) };
-        std::fs::rename(&tmp, &self.path).map_err(|source| {
-            let _ = std::fs::remove_file(&tmp);
-            UtilError::Write { path: self.path.clone(), source }
-        })
-    }
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(tmp) = &self.tmp {
-            let _ = std::fs::remove_file(tmp);
-        }
-    }
 }

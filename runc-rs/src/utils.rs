@@ -26,22 +26,50 @@ pub enum UtilError {
 /// does not outlive a reboot (its processes do not either), and an fsync
 /// costs milliseconds on every create when --root is on a disk.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), UtilError> {
-    let err = |source| UtilError::Write { path: path.to_owned(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or(OsStr::new("file"));
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        std::fs::rename(&tmp, path)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    Staged::write(path, data)?.commit()
+}
+
+/// A file written ahead of time to a sibling temp file and renamed into
+/// place later ([`write_atomic`] does both at once). `create` stages its final
+/// state.json and the pid file while init is still setting up (creating a
+/// file costs a disk filesystem far more than renaming one), and commits
+/// them once init is ready, so readers see them appear exactly as before.
+/// Dropped without a commit, the temp file is removed.
+#[derive(Debug)]
+pub struct Staged {
+    /// None once committed.
+    tmp: Option<PathBuf>,
+    path: PathBuf,
+}
+
+impl Staged {
+    pub fn write(path: &Path, data: &[u8]) -> Result<Staged, UtilError> {
+        let mut name = std::ffi::OsString::from(".");
+        name.push(path.file_name().unwrap_or(OsStr::new("file")));
+        name.push(format!(".tmp{}", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let staged = Staged { tmp: Some(tmp.clone()), path: path.to_owned() };
+        let res = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(data));
+        res.map_err(|source| UtilError::Write { path: path.to_owned(), source })?;
+        Ok(staged)
     }
-    res.map_err(err)
+
+    /// Puts the file in place (a rename over any older version).
+    pub fn commit(mut self) -> Result<(), UtilError> {
+        let Some(tmp) = self.tmp.take() else { return Ok(()) };
+        std::fs::rename(&tmp, &self.path).map_err(|source| {
+            let _ = std::fs::remove_file(&tmp);
+            UtilError::Write { path: self.path.clone(), source }
+        })
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(tmp) = &self.tmp {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
 }
 
 /// Resolves `unsafe_path` as if `root` were `/`: every symlink met on the way

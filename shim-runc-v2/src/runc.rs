@@ -240,7 +240,7 @@ impl Runc {
             a.push("--console-socket".into());
             a.push(s.clone().into());
         }
-        if o.no_pivot && verb == "create" {
+        if o.no_pivot && verb != "exec" {
             a.push("--no-pivot".into());
         }
         if o.no_new_keyring && verb == "create" {
@@ -352,9 +352,6 @@ impl Runc {
     ) -> Result<()> {
         let mut a = Self::create_args("restore", o);
         c.push(&mut a);
-        if o.no_pivot {
-            a.push("--no-pivot".into());
-        }
         a.push("--detach".into());
         a.push("--no-subreaper".into());
         a.push("--bundle".into());

@@ -85,7 +85,7 @@ fn live_restore(c: &Containerd, id: &str) {
     let image = format!("localhost/checkpoint/{id}:1");
     ctr_ok(c, &["containers", "checkpoint", "--task", "--rw", id, &image]);
     // ctr paused the task around the dump and resumed it: it runs on.
-    let (pid, status) = c.task_status(id).expect("task listed");
+    let (_, status) = c.task_status(id).expect("task listed");
     assert_eq!(status, "RUNNING", "after ctr containers checkpoint");
     let before = counts(c, id).len();
     wait_until("counting after the checkpoint", SLOW, || counts(c, id).len() > before);
@@ -95,7 +95,6 @@ fn live_restore(c: &Containerd, id: &str) {
     let (rpid, rstatus) = c.task_status(id).expect("restored task listed");
     assert_eq!(rstatus, "RUNNING", "restored task");
     assert_ne!(rpid, 0, "restored task has a pid");
-    let _ = pid;
     let at_restore = counts(c, id).len();
     wait_until("counting after the restore", SLOW, || counts(c, id).len() >= at_restore + 5);
     let all = counts(c, id);

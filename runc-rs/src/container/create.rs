@@ -8,7 +8,7 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDevice
 use super::{hook_state, io_err, ContainerError};
 use crate::process::{parent, LaunchConfig};
 use crate::state::{self, ContainerState, Status};
-use crate::utils::{proc_stat, rfc3339_nano};
+use crate::utils::{proc_stat, rfc3339_nano, Staged};
 
 #[derive(Debug, Clone, Default)]
 pub struct CreateOpts {
@@ -160,8 +160,8 @@ fn open_exec_fifo(dir: &Path, spec: &Spec) -> Result<OwnedFd, ContainerError> {
 /// The records `create` leaves once init is ready: state.json with init's
 /// pid and start time, and the pid file.
 struct Records {
-    state: state::Staged,
-    pid_file: Option<state::Staged>,
+    state: Staged,
+    pid_file: Option<Staged>,
     start_time: u64,
 }
 
@@ -173,7 +173,7 @@ fn stage_records(root: &Path, snapshot: &ContainerState, pid: i32, pid_file: Opt
     s.start_time = proc_stat(pid).map(|p| p.start_time).unwrap_or(0);
     let state = s.stage(root)?;
     let pid_file = match pid_file {
-        Some(p) => Some(state::Staged::write(p, pid.to_string().as_bytes())?),
+        Some(p) => Some(Staged::write(p, pid.to_string().as_bytes())?),
         None => None,
     };
     Ok(Records { state, pid_file, start_time: s.start_time })

@@ -17,6 +17,7 @@ use nix::sys::termios::{self, SetArg, Termios};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use super::stdio::write_all;
 use super::ContainerError;
 
 /// Every signal except those the kernel raises synchronously for a fault of
@@ -192,7 +193,9 @@ impl Console {
         loop {
             match nix::unistd::read(self.master.as_raw_fd(), &mut buf) {
                 Ok(0) | Err(_) => return,
-                Ok(n) => write_all(1, &buf[..n]),
+                Ok(n) => {
+                    write_all(1, &buf[..n]);
+                }
             }
         }
     }
@@ -202,7 +205,9 @@ impl Console {
         let mut buf = [0u8; 32 * 1024];
         match nix::unistd::read(0, &mut buf) {
             Ok(0) => self.stdin_open = false,
-            Ok(n) => write_all(self.master.as_raw_fd(), &buf[..n]),
+            Ok(n) => {
+                write_all(self.master.as_raw_fd(), &buf[..n]);
+            }
             Err(nix::Error::EAGAIN) | Err(nix::Error::EINTR) => {}
             Err(_) => self.stdin_open = false,
         }
@@ -229,17 +234,3 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) {
-    let out = unsafe { BorrowedFd::borrow_raw(fd) };
-    while !data.is_empty() {
-        match nix::unistd::write(out, data) {
-            Ok(n) => data = &data[n..],
-            Err(nix::Error::EINTR) => {}
-            Err(nix::Error::EAGAIN) => {
-                let mut fds = [PollFd::new(out, PollFlags::POLLOUT)];
-                let _ = poll(&mut fds, PollTimeout::from(100u16));
-            }
-            Err(_) => return,
-        }
-    }
-}

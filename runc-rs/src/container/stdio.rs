@@ -174,7 +174,8 @@ fn copy(from: RawFd, to: RawFd) {
     }
 }
 
-fn write_all(fd: RawFd, mut data: &[u8]) -> bool {
+/// Writes all of `data` to `fd` (blocking or not); false when `fd` failed.
+pub(super) fn write_all(fd: RawFd, mut data: &[u8]) -> bool {
     let out = unsafe { BorrowedFd::borrow_raw(fd) };
     while !data.is_empty() {
         match nix::unistd::write(out, data) {
