@@ -6,7 +6,8 @@
 #   1. RSS and PSS (/proc/PID/smaps_rollup) of one shim holding one running
 #      container;
 #   2. the same summed over 20 running containers, each with its own shim;
-#   3. `ctr run --rm ... true` lifecycle, median of RUNS (>= 30) runs;
+#   3. `ctr run --rm ... true` lifecycle, median of RUNS (>= 30) runs per
+#      shim, taken in LC_ROUNDS (6) alternating rounds;
 #   4. wall time of 20 concurrent `ctr run -d` (median of ROUNDS rounds).
 #
 # Usage: sudo bench/shim.sh            (see bench/README.md)
@@ -14,7 +15,7 @@
 #        RUNC_RS_BIN   runc-rs; if unset, $CARGO_TARGET_DIR/release/runc-rs when
 #                      it exists, else `cargo build -p runc-rs` (debug)
 #        TESTDATA_BIN  testdata binary; if unset, `cargo build -p testdata`
-#        RUNS (30), WARMUP (3), ROUNDS (3), N (20), OUT (bench/results)
+#        RUNS (30), WARMUP (3), ROUNDS (3), LC_ROUNDS (6), N (20), OUT (bench/results)
 #
 # The Go shim gets runc-rs through ctr's runc options (`--runc-binary`,
 # `--runc-root`); the Rust shim through a runtime options file
@@ -33,6 +34,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/runc-rs/target}
 RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-3}
 ROUNDS=${ROUNDS:-3}
+LC_ROUNDS=${LC_ROUNDS:-6}
 N=${N:-20}
 OUT=${OUT:-$HERE/results}
 CGPARENT=runc-rs-shimbench-$$
@@ -94,15 +96,23 @@ trap 'exit 143' TERM
 
 # --- binaries -----------------------------------------------------------------
 if [ -z "${SHIM_RS_BIN:-}" ]; then
-    # The shim's own profile (size-optimised, fat LTO) with glibc linked
-    # statically: one process per container, so its resident pages count
-    # per container, and a static binary maps no ld.so / libc.so / libgcc_s.
+    # The shim's own profile (size-optimised, fat LTO), linked statically:
+    # one process per container, so its resident pages count per container,
+    # and a static binary maps no ld.so / libc.so / libgcc_s. With musl
+    # (when its Rust target is installed) the process also skips glibc's
+    # start-up CPU probing, which traps to the hypervisor in a VM: the shim
+    # is exec'd twice per container (`start`, `delete`).
     # `--target` keeps the RUSTFLAGS away from build scripts and from the
     # other packages' builds in the shared target dir.
-    log "building containerd-shim-runc-v2-rs (profile release-shim, static glibc)"
+    if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+        SHIM_TARGET=x86_64-unknown-linux-musl
+    else
+        SHIM_TARGET=x86_64-unknown-linux-gnu
+    fi
+    log "building containerd-shim-runc-v2-rs (profile release-shim, static, $SHIM_TARGET)"
     (cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" cargo build -q --profile release-shim \
-        --target x86_64-unknown-linux-gnu -p shim-runc-v2) || die "building the shim failed"
-    SHIM_RS_BIN=$CARGO_TARGET_DIR/x86_64-unknown-linux-gnu/release-shim/containerd-shim-runc-v2-rs
+        --target "$SHIM_TARGET" -p shim-runc-v2) || die "building the shim failed"
+    SHIM_RS_BIN=$CARGO_TARGET_DIR/$SHIM_TARGET/release-shim/containerd-shim-runc-v2-rs
 fi
 if [ -z "${RUNC_RS_BIN:-}" ]; then
     RUNC_RS_BIN=$CARGO_TARGET_DIR/release/runc-rs
@@ -211,21 +221,6 @@ for shim in go rs; do
     R[$shim.rssN]=$rss R[$shim.pssN]=$pss
     remove_all
 
-    log "$shim: ctr run --rm lifecycle, $RUNS runs"
-    # One run in the open first: a failure shows its error.
-    run "$shim" lc-$shim --rm -- true || die "$shim: ctr run --rm failed"
-    if [ -n "$HYPERFINE" ]; then
-        argv="ctr --address $SOCK --namespace $NS run --rm $(run_args "$shim") --fifo-dir $W/fifo --cgroup /$CGPARENT/lc-$shim $IMAGE lc-$shim true"
-        "$HYPERFINE" -N --style none --warmup "$WARMUP" --runs "$RUNS" \
-            --export-json "$W/lc-$shim.json" "$argv" >/dev/null
-        R[$shim.lc]=$(jq '.results[0].median * 1000 | . * 10 | round / 10' "$W/lc-$shim.json")
-    else
-        for i in $(seq "$WARMUP"); do run "$shim" lc-$shim --rm -- true; done
-        R[$shim.lc]=$(for i in $(seq "$RUNS"); do
-            t=$(now_ms); run "$shim" lc-$shim --rm -- true; echo $(($(now_ms) - t))
-        done | median)
-    fi
-
     log "$shim: $N concurrent starts, $ROUNDS rounds"
     R[$shim.par]=$(for r in $(seq "$ROUNDS"); do
         t=$(now_ms)
@@ -234,6 +229,36 @@ for shim in go rs; do
         echo $(($(now_ms) - t))
         remove_all
     done | median)
+done
+
+# The lifecycle, in LC_ROUNDS alternating rounds (Go, Rust, Go, Rust...)
+# of RUNS / LC_ROUNDS runs each: a machine whose speed drifts during the
+# run weighs on both shims alike. The median of all a shim's runs.
+log "ctr run --rm lifecycle: $RUNS runs per shim in $LC_ROUNDS alternating rounds"
+per_round=$(((RUNS + LC_ROUNDS - 1) / LC_ROUNDS))
+for shim in go rs; do
+    # One run in the open first: a failure shows its error.
+    run "$shim" lc-$shim --rm -- true || die "$shim: ctr run --rm failed"
+    for i in $(seq "$WARMUP"); do run "$shim" lc-$shim --rm -- true; done
+    : >"$W/lc-$shim.times"
+done
+for r in $(seq "$LC_ROUNDS"); do
+    for shim in go rs; do
+        if [ -n "$HYPERFINE" ]; then
+            argv="ctr --address $SOCK --namespace $NS run --rm $(run_args "$shim") --fifo-dir $W/fifo --cgroup /$CGPARENT/lc-$shim $IMAGE lc-$shim true"
+            "$HYPERFINE" -N --style none --warmup 1 --runs "$per_round" \
+                --export-json "$W/lc.json" "$argv" >/dev/null
+            jq '.results[0].times[] * 1000' "$W/lc.json" >>"$W/lc-$shim.times"
+        else
+            for i in $(seq "$per_round"); do
+                t=$(date +%s%N); run "$shim" lc-$shim --rm -- true
+                echo "$((($(date +%s%N) - t) / 1000))" | awk '{ print $1 / 1000 }' >>"$W/lc-$shim.times"
+            done
+        fi
+    done
+done
+for shim in go rs; do
+    R[$shim.lc]=$(median <"$W/lc-$shim.times" | awk '{ printf "%.1f", $1 }')
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -249,6 +274,7 @@ mkdir -p "$OUT"
     row "\`ctr run --rm true\` median (ms, $RUNS runs)" lc
     row "$N concurrent \`ctr run -d\` wall (ms, median of $ROUNDS)" par
     echo
-    echo "Both shims drive runc-rs ($RUNC_RS_BIN); Go shim: $GO_SHIM ($(containerd --version | awk '{ print $3 }'))."
+    echo "Both shims drive runc-rs ($RUNC_RS_BIN); Go shim: $GO_SHIM ($(containerd --version | awk '{ print $3 }'));"
+    echo "Rust shim: $SHIM_RS_BIN ($(file -b "$(readlink -f "$SHIM_RS_BIN")" | cut -d, -f1-2 | sed 's/ELF 64-bit LSB //'))."
     echo "Goals: <= 3072 KiB RSS per Rust shim; lifecycle <= 0.70 x the Go shim's."
 } | tee "$OUT/shim-summary.md"

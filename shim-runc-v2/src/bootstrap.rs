@@ -2,39 +2,33 @@
 //!
 //! * `start`: work out what containerd gave and expects ([`crate::protocol`]),
 //!   compute the socket address, listen on it, write it to
-//!   `<bundle>/address`, re-execute this binary (no action) as the
-//!   daemonized server holding the listener as fd 3 (moved into the
-//!   options' `ShimCgroup`, if any), and print the reply (nothing else:
-//!   containerd reads stdout and stderr as one).
-//! * serve (no action): the ttrpc task server, a subreaper whose main thread
-//!   waits for signals (SIGCHLD → reap).
+//!   `<bundle>/address`, fork the daemonized server ([`crate::server`])
+//!   holding the listener (moved into the options' `ShimCgroup`, if any),
+//!   and print the reply (nothing else: containerd reads stdout and stderr
+//!   as one).
+//! * serve (no action, or the child of `start`): see [`crate::server`].
 //! * `delete`: clean up after a dead shim (force-delete the container in
 //!   the runtime, unmount the rootfs) and print a DeleteResponse; safe to
 //!   run any number of times.
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use containerd_shim_protos::api::DeleteResponse;
 use containerd_shim_protos::protobuf::{Message, MessageField};
-use nix::sys::signal::{SigSet, Signal};
 use sha2::{Digest, Sha256};
 
 use crate::args::Flags;
 use crate::error::{io_ctx, Error, Result};
-use crate::events::{timestamp, Publisher, Sink};
+use crate::events::timestamp;
 use crate::options::RuncOptions;
 use crate::protocol::{self, StartParams};
-use crate::task::Task;
-use crate::{logger, mount, reaper, runc, service, RUNTIME_NAME};
+use crate::server::{self, Listen, ServerConfig};
+use crate::{mount, runc};
 
 /// Where containerd 1.6 expects shim sockets (not configurable there).
 pub const SOCKET_ROOT: &str = "/run/containerd";
@@ -43,10 +37,6 @@ const GROUP_LABELS: [&str; 2] = [
     "io.containerd.runc.v2.group",
     "io.kubernetes.cri.sandbox-id",
 ];
-/// How long the exiting server leaves its last replies to be written.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(30);
-/// The listener's fd in the server process.
-const LISTENER_FD: i32 = 3;
 
 /// Largest bootstrap payload read from stdin (containerd's own limit).
 const MAX_STDIN: u64 = 10 << 20;
@@ -60,7 +50,8 @@ pub fn socket_address(dir: &str, containerd_address: &str, namespace: &str, id: 
     format!("unix://{}/{hex}", dir.trim_end_matches('/'))
 }
 
-fn socket_path(address: &str) -> &str {
+/// The path of a `unix://` address (or the address, if it is a path).
+pub fn socket_path(address: &str) -> &str {
     address.strip_prefix("unix://").unwrap_or(address)
 }
 
@@ -136,57 +127,67 @@ fn listen_and_spawn(p: &StartParams, cwd: &Path) -> Result<String> {
         e
     };
     fs::write("address", &address).map_err(|e| fail(Error::io("write address", e)))?;
-    let exe = std::env::current_exe().map_err(|e| fail(Error::io("current_exe", e)))?;
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "-namespace",
-        &p.namespace,
-        "-id",
-        &p.id,
-        "-address",
-        &p.grpc_address,
-    ]);
-    if !p.containerd_binary.is_empty() {
-        cmd.args(["-publish-binary", &p.containerd_binary]);
-    }
-    if p.debug {
-        cmd.arg("-debug");
-    }
-    if !p.ttrpc_address.is_empty() {
-        cmd.env("TTRPC_ADDRESS", &p.ttrpc_address);
-    }
-    let lfd = listener.as_raw_fd();
-    cmd.current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 clears close-on-exec, except onto itself.
-            let r = if lfd == LISTENER_FD {
-                libc::fcntl(lfd, libc::F_SETFD, 0)
-            } else {
-                libc::dup2(lfd, LISTENER_FD)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| fail(Error::io("start the shim server", e)))?;
+    let cfg = ServerConfig {
+        namespace: p.namespace.clone(),
+        id: p.id.clone(),
+        debug: p.debug,
+        grpc_address: p.grpc_address.clone(),
+        publish_binary: p.containerd_binary.clone(),
+        ttrpc_address: p.ttrpc_address.clone(),
+        listen: Listen::Fd(listener.into()),
+    };
+    // The server is this process forked, not this binary run again: no
+    // second exec, dynamic link and libc start-up on the way to the first
+    // RPC. `start` has no threads yet, so the child may go on in Rust.
+    let _ = std::io::stdout().flush();
+    let child = match unsafe { libc::fork() } {
+        -1 => {
+            let e = std::io::Error::last_os_error();
+            return Err(fail(Error::io("fork the shim server", e)));
+        }
+        0 => become_server(cfg, cwd),
+        pid => pid as u32,
+    };
+    drop(cfg);
     if !opts.shim_cgroup.is_empty() {
-        if let Err(e) = join_cgroup(child.id(), &opts.shim_cgroup) {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Err(e) = join_cgroup(child, &opts.shim_cgroup) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child as i32), None);
             return Err(fail(e));
         }
     }
-    adjust_oom_score(child.id());
+    adjust_oom_score(child);
     Ok(address)
+}
+
+/// The forked child of `start`: detach from containerd's pipes and process
+/// group, serve, and exit; never returns into `start` (whose reply is the
+/// parent's to print).
+fn become_server(cfg: ServerConfig, cwd: &Path) -> ! {
+    // containerd reads `start`'s stdout and stderr until EOF: the server
+    // must hold neither.
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+    unsafe { libc::setpgid(0, 0) };
+    let _ = std::env::set_current_dir(cwd);
+    let code = match server::serve(cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("serve: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
 }
 
 /// Move the shim server into the options' `ShimCgroup` (every hierarchy).
@@ -252,125 +253,6 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>> {
     };
     resp.write_to_bytes()
         .map_err(|e| Error::Other(e.to_string()))
-}
-
-/// Serve the task API until Shutdown (with no containers left) or SIGTERM.
-pub fn serve(flags: &Flags) -> Result<()> {
-    require_namespace(flags)?;
-    // Signals are taken synchronously by this thread only: every thread
-    // spawned from here on inherits the mask (children get a clean one).
-    let mut sigs = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGUSR1,
-    ] {
-        sigs.add(s);
-    }
-    sigs.thread_block()
-        .map_err(|e| Error::sys("block signals", e))?;
-    unsafe {
-        // One malloc arena: the shim is small and mostly idle.
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-    let fields = [
-        ("runtime", RUNTIME_NAME),
-        ("namespace", flags.namespace.as_str()),
-        ("id", flags.id.as_str()),
-    ];
-    logger::init(Some(Path::new("log")), flags.debug, &fields);
-    reaper::set_subreaper().map_err(io_ctx("set child subreaper"))?;
-    let (exit_tx, exit_rx) = mpsc::channel();
-    reaper::install(exit_tx);
-
-    let sink = match std::env::var("TTRPC_ADDRESS") {
-        Ok(a) if !a.is_empty() => Sink::Ttrpc(a),
-        _ if !flags.publish_binary.is_empty() => Sink::Binary {
-            binary: flags.publish_binary.clone(),
-            address: flags.address.clone(),
-        },
-        _ => Sink::Discard,
-    };
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = Arc::clone(&stop);
-    let on_shutdown = Box::new(move || {
-        stop2.store(true, Ordering::SeqCst);
-        let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGUSR1);
-    });
-    let task = Arc::new(Task::new(
-        flags.namespace.clone(),
-        Publisher::new(sink, flags.namespace.clone()),
-        on_shutdown,
-    ));
-    let t2 = Arc::clone(&task);
-    std::thread::Builder::new()
-        .name("exits".into())
-        .stack_size(256 * 1024)
-        .spawn(move || t2.run_exits(exit_rx))
-        .map_err(io_ctx("spawn exit handler"))?;
-
-    let server = if flags.socket.is_empty() {
-        // The listener `start` passed us; not for the runtime's children.
-        let fd = unsafe { OwnedFd::from_raw_fd(LISTENER_FD) };
-        let _ = nix::fcntl::fcntl(
-            fd.as_raw_fd(),
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        );
-        ttrpc::Server::new().add_listener(std::os::fd::IntoRawFd::into_raw_fd(fd))
-    } else {
-        // `-socket PATH` (a path, or already a `unix://` address).
-        let addr = if flags.socket.contains("://") {
-            flags.socket.clone()
-        } else {
-            format!("unix://{}", flags.socket)
-        };
-        ttrpc::Server::new().bind(&addr)
-    };
-    let mut server = server
-        .map_err(|e| Error::Other(format!("ttrpc listener: {e}")))?
-        .set_thread_count_default(2)
-        .set_thread_count_min(1)
-        .set_thread_count_max(8)
-        .register_service(service::methods(Arc::clone(&task)));
-    server
-        .start()
-        .map_err(|e| Error::Other(format!("start ttrpc server: {e}")))?;
-    log::info!("serving (pid {})", std::process::id());
-    // Read now: containerd removes the bundle (and this file) right after
-    // Shutdown, before the socket is removed on the way out.
-    let own_address = fs::read_to_string("address").ok();
-
-    loop {
-        match sigs.wait() {
-            Ok(Signal::SIGCHLD) => reaper::reap(),
-            Ok(Signal::SIGUSR1) if stop.load(Ordering::SeqCst) => break,
-            Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
-                log::info!("terminating on signal");
-                break;
-            }
-            Ok(_) => {}
-            Err(e) => log::warn!("sigwait: {e}"),
-        }
-    }
-    log::info!("shutting down");
-    // First the socket file: a `start` for the same group (a container id
-    // reused at once) must bind a new shim, not connect to this one.
-    if let Some(addr) = own_address {
-        let _ = fs::remove_file(socket_path(addr.trim()));
-    }
-    if !flags.socket.is_empty() {
-        let _ = fs::remove_file(socket_path(&flags.socket));
-    }
-    // The Shutdown RPC that got us here still has to send its reply, and
-    // the server offers no way to wait for that: no new connections, and a
-    // moment for the writer before the process ends.
-    let server = server.stop_listen();
-    task.events().close(Duration::from_secs(5));
-    std::thread::sleep(SHUTDOWN_GRACE);
-    drop(server);
-    let _ = std::io::stderr().flush();
-    Ok(())
 }
 
 #[cfg(test)]

@@ -58,7 +58,9 @@ impl Checkpoint {
     /// to `<bundle>/criu-work`, removed afterwards (a given one is kept).
     pub fn from_request(req: &CheckpointTaskRequest, bundle: &Path) -> Result<Checkpoint> {
         if req.path.is_empty() {
-            return Err(Error::InvalidArgument("checkpoint: empty image path".into()));
+            return Err(Error::InvalidArgument(
+                "checkpoint: empty image path".into(),
+            ));
         }
         let o = match req.options.as_ref().filter(|a| !a.type_url.is_empty()) {
             None => CheckpointOptions::new(),
@@ -70,9 +72,8 @@ impl Checkpoint {
                         a.type_url
                     )));
                 }
-                CheckpointOptions::parse_from_bytes(&a.value).map_err(|e| {
-                    Error::InvalidArgument(format!("checkpoint options: {e}"))
-                })?
+                CheckpointOptions::parse_from_bytes(&a.value)
+                    .map_err(|e| Error::InvalidArgument(format!("checkpoint options: {e}")))?
             }
         };
         let work = if o.work_path.is_empty() {
@@ -165,7 +166,10 @@ mod tests {
         let cp = Checkpoint::from_request(&request(None), b).unwrap();
         assert!(!cp.exit);
         assert_eq!(cp.args.image_path, Path::new("/var/lib/cp"));
-        assert_eq!(cp.args.work_path.as_deref(), Some(Path::new("/b/criu-work")));
+        assert_eq!(
+            cp.args.work_path.as_deref(),
+            Some(Path::new("/b/criu-work"))
+        );
         assert!(cp.own_work_dir(b));
     }
 

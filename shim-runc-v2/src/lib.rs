@@ -7,7 +7,8 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`bootstrap`], [`protocol`], [`info`] | the `start` / `delete` actions and the serving process; what each containerd gives and reads; `-info` |
+//! | [`bootstrap`], [`protocol`], [`info`] | the `start` / `delete` actions; what each containerd gives and reads; `-info` |
+//! | [`server`] | the serving process: ttrpc server, signals, subreaper, shutdown |
 //! | [`service`] | the ttrpc `containerd.task.v2.Task` (and v3) service, a thin adapter |
 //! | [`task`] | the task manager: containers, pid ↔ process bookkeeping, events |
 //! | [`container`] | one container: options, rootfs mounts, runtime calls |
@@ -41,6 +42,7 @@ pub mod process;
 pub mod protocol;
 pub mod reaper;
 pub mod runc;
+pub mod server;
 pub mod service;
 pub mod stdio;
 pub mod task;

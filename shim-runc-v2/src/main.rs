@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use shim_runc_v2::{args, bootstrap, info, RUNTIME_NAME};
+use shim_runc_v2::{args, bootstrap, info, server, RUNTIME_NAME};
 
 fn run() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -39,7 +39,13 @@ fn run() -> anyhow::Result<()> {
             out.write_all(&data)?;
             out.flush()?;
         }
-        "" => bootstrap::serve(&flags)?,
+        "" => {
+            anyhow::ensure!(
+                !flags.namespace.is_empty(),
+                "shim namespace cannot be empty"
+            );
+            server::serve(server::ServerConfig::from_flags(&flags))?
+        }
         other => anyhow::bail!("unknown action {other:?}"),
     }
     Ok(())

@@ -425,7 +425,10 @@ mod tests {
             (7, 8, 5)
         );
         assert_eq!(
-            (back.memory.workingset_refault, back.memory.workingset_activate),
+            (
+                back.memory.workingset_refault,
+                back.memory.workingset_activate
+            ),
             (5, 4),
             "Linux 5.9+ split counters summed into the combined fields"
         );

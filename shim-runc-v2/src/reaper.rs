@@ -6,7 +6,7 @@
 //!
 //! A command's exit must never be taken for a container's, nor be lost
 //! before its waiter registered: [`spawn`] forks with the command table
-//! locked and records the pid before unlocking, and the reaper first peeks
+//! locked and records the pid before unlocking (so does [`spawn_fds`]), and the reaper first peeks
 //! at a zombie (`waitid(WNOWAIT)`), then takes the lock, then reaps it. The
 //! lock is held for the fork only, never while a command runs.
 //!
@@ -66,14 +66,25 @@ pub struct Spawned {
     pid: i32,
     /// The command's stdin when it was configured as piped.
     pub stdin: Option<ChildStdin>,
-    /// Only when no reaper is installed: waited on directly.
-    child: Option<Child>,
+    waiter: Waiter,
+}
+
+/// Who collects a command's exit status.
+enum Waiter {
+    /// The reaper (serving shim): the command table.
+    Reaper,
+    /// No reaper, started through `std`: the `Child`.
+    Child(Child),
+    /// No reaper, started by [`spawn_fds`]: `waitpid` on the pid.
+    Pid,
 }
 
 /// Start `cmd`, registering it with the reaper (when installed) so that its
 /// exit status comes back through [`Spawned::wait`]. The child starts with
 /// an empty signal mask (the serving shim blocks the signals it waits for,
 /// and `std` does not reset the mask) and default SIGPIPE handling.
+///
+/// This forks the shim; runtime commands go through [`spawn_fds`] instead.
 pub fn spawn(cmd: &mut Command) -> io::Result<Spawned> {
     use std::os::unix::process::CommandExt;
     unsafe {
@@ -85,29 +96,124 @@ pub fn spawn(cmd: &mut Command) -> io::Result<Spawned> {
             Ok(())
         });
     }
-    match REAPER.get() {
-        Some(r) => {
-            let mut cmds = lock(&r.cmds);
-            let mut child = cmd.spawn()?;
-            let pid = child.id() as i32;
+    let registered = REAPER.get().map(|r| lock(&r.cmds));
+    let mut child = cmd.spawn()?;
+    let pid = child.id() as i32;
+    let stdin = child.stdin.take();
+    let waiter = match registered {
+        Some(mut cmds) => {
             cmds.insert(pid, None);
-            let stdin = child.stdin.take();
             // Dropping a Child neither kills nor waits for it.
-            drop(child);
+            Waiter::Reaper
+        }
+        None => Waiter::Child(child),
+    };
+    Ok(Spawned { pid, stdin, waiter })
+}
+
+/// Start `program` with `args`, this process's environment, and `stdio` as
+/// its fds 0, 1 and 2 (`None`: /dev/null), registered like [`spawn`].
+///
+/// Through `posix_spawn`, which neither forks the shim's address space nor
+/// runs Rust in the child (the libc shares the parent's memory until the
+/// exec, as vfork): the path every runtime command takes, several per
+/// container. The child gets an empty signal mask and default SIGPIPE; an
+/// exec failure is returned as the error.
+pub fn spawn_fds(
+    program: &std::path::Path,
+    args: &[std::ffi::OsString],
+    stdio: [Option<std::os::fd::OwnedFd>; 3],
+) -> io::Result<Spawned> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let path = cstr(program.as_os_str().as_bytes())?;
+    let mut argv_owned = vec![path.clone()];
+    for a in args {
+        argv_owned.push(cstr(a.as_bytes())?);
+    }
+    let mut argv: Vec<*mut libc::c_char> =
+        argv_owned.iter().map(|c| c.as_ptr() as *mut _).collect();
+    argv.push(std::ptr::null_mut());
+    let devnull = c"/dev/null";
+
+    let check = |rc: libc::c_int| {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(rc))
+        }
+    };
+    unsafe {
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        check(libc::posix_spawn_file_actions_init(&mut actions))?;
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        if let Err(e) = check(libc::posix_spawnattr_init(&mut attr)) {
+            libc::posix_spawn_file_actions_destroy(&mut actions);
+            return Err(e);
+        }
+        let result = (|| {
+            for (target, fd) in stdio.iter().enumerate() {
+                let target = target as libc::c_int;
+                match fd {
+                    // dup2 onto itself would keep close-on-exec.
+                    Some(fd) if fd.as_raw_fd() == target => {}
+                    Some(fd) => check(libc::posix_spawn_file_actions_adddup2(
+                        &mut actions,
+                        fd.as_raw_fd(),
+                        target,
+                    ))?,
+                    None => check(libc::posix_spawn_file_actions_addopen(
+                        &mut actions,
+                        target,
+                        devnull.as_ptr(),
+                        libc::O_RDWR,
+                        0,
+                    ))?,
+                }
+            }
+            let mut empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut empty);
+            let mut pipe: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pipe);
+            libc::sigaddset(&mut pipe, libc::SIGPIPE);
+            check(libc::posix_spawnattr_setsigmask(&mut attr, &empty))?;
+            check(libc::posix_spawnattr_setsigdefault(&mut attr, &pipe))?;
+            check(libc::posix_spawnattr_setflags(
+                &mut attr,
+                (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ))?;
+            extern "C" {
+                static environ: *const *mut libc::c_char;
+            }
+            let registered = REAPER.get().map(|r| lock(&r.cmds));
+            let mut pid: libc::pid_t = 0;
+            check(libc::posix_spawn(
+                &mut pid,
+                path.as_ptr(),
+                &actions,
+                &attr,
+                argv.as_mut_ptr(),
+                environ,
+            ))?;
+            let waiter = match registered {
+                Some(mut cmds) => {
+                    cmds.insert(pid, None);
+                    Waiter::Reaper
+                }
+                None => Waiter::Pid,
+            };
             Ok(Spawned {
                 pid,
-                stdin,
-                child: None,
+                stdin: None,
+                waiter,
             })
-        }
-        None => {
-            let mut child = cmd.spawn()?;
-            Ok(Spawned {
-                pid: child.id() as i32,
-                stdin: child.stdin.take(),
-                child: Some(child),
-            })
-        }
+        })();
+        libc::posix_spawn_file_actions_destroy(&mut actions);
+        libc::posix_spawnattr_destroy(&mut attr);
+        result
     }
 }
 
@@ -133,8 +239,9 @@ impl Spawned {
         let code = |st: std::process::ExitStatus| {
             st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
         };
-        if let Some(child) = self.child.as_mut() {
-            loop {
+        match &mut self.waiter {
+            Waiter::Reaper => {}
+            Waiter::Child(child) => loop {
                 if let Some(st) = child.try_wait()? {
                     return Ok(Some(code(st)));
                 }
@@ -143,7 +250,26 @@ impl Spawned {
                     Some(d) if Instant::now() >= d => return Ok(None),
                     Some(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
-            }
+            },
+            Waiter::Pid => loop {
+                let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
+                let mut status: libc::c_int = 0;
+                match unsafe { libc::waitpid(self.pid, &mut status, flags) } {
+                    p if p == self.pid => return Ok(Some(decode(status))),
+                    0 => {}
+                    _ => {
+                        let e = io::Error::last_os_error();
+                        if e.raw_os_error() != Some(libc::EINTR) {
+                            return Err(e);
+                        }
+                        continue;
+                    }
+                }
+                match deadline {
+                    Some(d) if Instant::now() >= d => return Ok(None),
+                    _ => std::thread::sleep(Duration::from_millis(10)),
+                }
+            },
         }
         let r = REAPER.get().expect("reaper installed");
         let mut cmds = lock(&r.cmds);

@@ -6,12 +6,11 @@
 //! runtime appended to its JSON log during that run (what runc reports), else
 //! its stderr, else its exit status.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
@@ -29,20 +28,18 @@ pub struct Runc {
     pub systemd_cgroup: bool,
 }
 
-/// stdin, stdout and stderr handed to `create` / `exec` (the container's).
+/// stdin, stdout and stderr handed to `create` / `exec` (the container's);
+/// `None` is /dev/null.
+#[derive(Default)]
 pub struct ProcStdio {
-    pub stdin: Stdio,
-    pub stdout: Stdio,
-    pub stderr: Stdio,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
 }
 
 impl ProcStdio {
     pub fn null() -> ProcStdio {
-        ProcStdio {
-            stdin: Stdio::null(),
-            stdout: Stdio::null(),
-            stderr: Stdio::null(),
-        }
+        ProcStdio::default()
     }
 }
 
@@ -155,23 +152,21 @@ pub fn last_error(log: &Path, from: u64) -> Option<String> {
 }
 
 impl Runc {
-    fn command<I, S>(&self, args: I) -> Command
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let mut c = Command::new(&self.binary);
-        c.arg("--root")
-            .arg(&self.root)
-            .arg("--log")
-            .arg(&self.log)
-            .arg("--log-format")
-            .arg("json");
+    /// The arguments of one runtime command: the global flags, then `args`.
+    fn argv(&self, args: &[OsString]) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "--root".into(),
+            self.root.clone().into(),
+            "--log".into(),
+            self.log.clone().into(),
+            "--log-format".into(),
+            "json".into(),
+        ];
         if self.systemd_cgroup {
-            c.arg("--systemd-cgroup");
+            a.push("--systemd-cgroup".into());
         }
-        c.args(args);
-        c
+        a.extend(args.iter().cloned());
+        a
     }
 
     /// Run one command to completion with the given stdio; on failure the
@@ -184,13 +179,15 @@ impl Runc {
         stdio: Option<ProcStdio>,
         stdin_data: Option<&[u8]>,
     ) -> Result<Vec<u8>> {
-        let mut cmd = self.command(&args);
+        let argv = self.argv(&args);
         let log_start = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
-        let (out, err) = match stdio {
-            Some(s) => {
-                cmd.stdin(s.stdin).stdout(s.stdout).stderr(s.stderr);
-                (None, None)
-            }
+        let dup = |f: &File| -> Result<OwnedFd> {
+            f.try_clone()
+                .map(OwnedFd::from)
+                .map_err(|e| Error::io("dup", e))
+        };
+        let (fds, out, err) = match stdio {
+            Some(s) => ([s.stdin, s.stdout, s.stderr], None, None),
             None => {
                 let out = memfd("runc-stdout")?;
                 let err = memfd("runc-stderr")?;
@@ -200,21 +197,21 @@ impl Runc {
                         f.write_all(data).map_err(|e| Error::io("write stdin", e))?;
                         f.seek(SeekFrom::Start(0))
                             .map_err(|e| Error::io("rewind stdin", e))?;
-                        Stdio::from(f)
+                        Some(OwnedFd::from(f))
                     }
-                    None => Stdio::null(),
+                    None => None,
                 };
-                cmd.stdin(stdin)
-                    .stdout(out.try_clone().map_err(|e| Error::io("dup", e))?)
-                    .stderr(err.try_clone().map_err(|e| Error::io("dup", e))?);
-                (Some(out), Some(err))
+                (
+                    [stdin, Some(dup(&out)?), Some(dup(&err)?)],
+                    Some(out),
+                    Some(err),
+                )
             }
         };
-        log::debug!("exec {:?}", cmd);
-        let child = reaper::spawn(&mut cmd)
+        log::debug!("exec {} {:?}", self.binary.display(), argv);
+        let child = reaper::spawn_fds(&self.binary, &argv, fds)
             .map_err(|e| Error::Runtime(format!("{what}: exec {}: {e}", self.binary.display())))?;
-        // Our copies of the child's stdio must go before waiting.
-        drop(cmd);
+        // (Our copies of the child's stdio went with `fds`.)
         let status = child
             .wait()
             .map_err(|e| Error::Runtime(format!("{what}: wait: {e}")))?;

@@ -21,7 +21,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -187,26 +186,26 @@ pub fn prepare(
             out_r,
             err_r,
         )?);
-        io.stdout = Stdio::from(out_w);
-        io.stderr = Stdio::from(err_w);
+        io.stdout = Some(out_w.into());
+        io.stderr = Some(err_w.into());
         return Ok((p, io, None));
     }
     if !cfg.stdin.is_empty() {
         let (r, w) = pipe()?;
         chown_fd(&r, uid, gid)?;
-        io.stdin = Stdio::from(r);
+        io.stdin = Some(r.into());
         p.stdin_w = Some(w);
     }
     if !cfg.stdout.is_empty() {
         let (r, w) = pipe()?;
         chown_fd(&w, uid, gid)?;
-        io.stdout = Stdio::from(w);
+        io.stdout = Some(w.into());
         p.stdout_r = Some(r);
     }
     if !cfg.stderr.is_empty() {
         let (r, w) = pipe()?;
         chown_fd(&w, uid, gid)?;
-        io.stderr = Stdio::from(w);
+        io.stderr = Some(w.into());
         p.stderr_r = Some(r);
     }
     Ok((p, io, None))
@@ -529,6 +528,11 @@ fn copy_loop(name: &str, mut src: File, mut dst: File, cancel: File) {
 mod tests {
     use super::*;
 
+    fn as_stdio(fd: Option<std::os::fd::OwnedFd>) -> std::process::Stdio {
+        fd.map(std::process::Stdio::from)
+            .unwrap_or_else(std::process::Stdio::null)
+    }
+
     #[test]
     fn pipes_to_file_and_fifo() {
         let d = tempfile::tempdir().unwrap();
@@ -553,9 +557,9 @@ mod tests {
             .open(&fifo);
         let status = std::process::Command::new("sh")
             .args(["-c", "echo out; echo err >&2"])
-            .stdin(child.stdin)
-            .stdout(child.stdout)
-            .stderr(child.stderr)
+            .stdin(as_stdio(child.stdin))
+            .stdout(as_stdio(child.stdout))
+            .stderr(as_stdio(child.stderr))
             .status()
             .unwrap();
         assert!(status.success());
