@@ -200,11 +200,19 @@ impl Manager {
         for h in self.hierarchies() {
             if h.v2 {
                 if !skip_unified {
-                    fs::write(&format!("cgroup.procs ({})", h.label), &h.dir.path.join("cgroup.procs"), "0")?;
+                    fs::write(
+                        &format!("cgroup.procs ({})", h.label),
+                        &h.dir.path.join("cgroup.procs"),
+                        "0",
+                    )?;
                 }
                 continue;
             }
-            fs::write(&format!("tasks ({})", h.label), &h.dir.path.join("tasks"), "0")?;
+            fs::write(
+                &format!("tasks ({})", h.label),
+                &h.dir.path.join("tasks"),
+                "0",
+            )?;
         }
         Ok(())
     }

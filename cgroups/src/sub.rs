@@ -25,9 +25,11 @@ impl Manager {
             }
         } else {
             for (controller, rel) in paths {
-                let d = m.v1.get_mut(controller).ok_or_else(|| Error::UnknownController {
-                    controller: controller.clone(),
-                })?;
+                let d =
+                    m.v1.get_mut(controller)
+                        .ok_or_else(|| Error::UnknownController {
+                            controller: controller.clone(),
+                        })?;
                 d.path = below(&d.path, rel)?;
             }
         }
@@ -56,7 +58,9 @@ fn below(base: &Path, rel: &str) -> Result<PathBuf> {
         }
     }
     if !out.starts_with(base) {
-        return Err(Error::NotSubCgroup { path: rel.to_owned() });
+        return Err(Error::NotSubCgroup {
+            path: rel.to_owned(),
+        });
     }
     Ok(out)
 }
@@ -68,7 +72,10 @@ mod tests {
     use crate::CgroupMode;
 
     fn dir(p: &str) -> Dir {
-        Dir { mount: PathBuf::from("/nonexistent/mnt"), path: PathBuf::from(p) }
+        Dir {
+            mount: PathBuf::from("/nonexistent/mnt"),
+            path: PathBuf::from(p),
+        }
     }
 
     fn manager() -> Manager {
@@ -84,7 +91,9 @@ mod tests {
     }
 
     fn paths(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -103,10 +112,19 @@ mod tests {
     #[test]
     fn unknown_controller_and_missing_dir_are_errors() {
         let m = manager();
-        let e = m.sub_cgroup(&paths(&[("cpu", "s")])).unwrap_err().to_string();
+        let e = m
+            .sub_cgroup(&paths(&[("cpu", "s")]))
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "unknown controller cpu in sub-cgroup paths");
-        let e = m.sub_cgroup(&paths(&[("memory", "s")])).unwrap_err().to_string();
-        assert!(e.starts_with("cannot join sub-cgroup: /nonexistent/mnt/memory/ct/s/cgroup.procs: "), "{e}");
+        let e = m
+            .sub_cgroup(&paths(&[("memory", "s")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot join sub-cgroup: /nonexistent/mnt/memory/ct/s/cgroup.procs: "),
+            "{e}"
+        );
         // The container's own directories are not checked (nothing moved).
         assert_eq!(m.sub_cgroup(&paths(&[("memory", "/")])).unwrap(), m);
     }

@@ -333,7 +333,12 @@ fn enter_self_joins_every_hierarchy() {
                 // Every hierarchy the manager knows lists the container's path.
                 let (_, rest) = line.split_once(':').unwrap();
                 let (ctrls, p) = rest.split_once(':').unwrap();
-                let known = t.mgr.paths().keys().any(|k| ctrls.split(',').any(|c| c == k || (k == "systemd" && c == "name=systemd")) || (k == "unified" && ctrls.is_empty()));
+                let known = t.mgr.paths().keys().any(|k| {
+                    ctrls
+                        .split(',')
+                        .any(|c| c == k || (k == "systemd" && c == "name=systemd"))
+                        || (k == "unified" && ctrls.is_empty())
+                });
                 if known {
                     assert!(p.ends_with(&path), "{line} lists {path}");
                 }

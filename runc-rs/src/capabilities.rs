@@ -9,7 +9,10 @@ use oci_spec::runtime::{Capabilities, LinuxCapabilities};
 #[derive(Debug, thiserror::Error)]
 pub enum CapsError {
     #[error("process.capabilities.{set}: {source}")]
-    Apply { set: &'static str, source: caps::errors::CapsError },
+    Apply {
+        set: &'static str,
+        source: caps::errors::CapsError,
+    },
 }
 
 /// The capabilities the running kernel knows (probed once: each probe is a
@@ -39,7 +42,10 @@ pub fn drop_bounding(c: &LinuxCapabilities) -> Result<(), CapsError> {
     let keep = convert(c.bounding());
     for &cap in supported() {
         if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapsError::Apply { set: "bounding", source })?;
+            caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapsError::Apply {
+                set: "bounding",
+                source,
+            })?;
         }
     }
     Ok(())
@@ -52,12 +58,27 @@ pub fn apply(c: &LinuxCapabilities) -> Result<(), CapsError> {
     let effective = convert(c.effective());
     let inheritable = convert(c.inheritable());
     // Order matters: permitted may only shrink, effective must stay within it.
-    caps::set(None, CapSet::Inheritable, &inheritable)
-        .map_err(|source| CapsError::Apply { set: "inheritable", source })?;
-    caps::set(None, CapSet::Effective, &effective.intersection(&permitted).copied().collect())
-        .map_err(|source| CapsError::Apply { set: "effective", source })?;
-    caps::set(None, CapSet::Permitted, &permitted).map_err(|source| CapsError::Apply { set: "permitted", source })?;
-    caps::set(None, CapSet::Effective, &effective).map_err(|source| CapsError::Apply { set: "effective", source })?;
+    caps::set(None, CapSet::Inheritable, &inheritable).map_err(|source| CapsError::Apply {
+        set: "inheritable",
+        source,
+    })?;
+    caps::set(
+        None,
+        CapSet::Effective,
+        &effective.intersection(&permitted).copied().collect(),
+    )
+    .map_err(|source| CapsError::Apply {
+        set: "effective",
+        source,
+    })?;
+    caps::set(None, CapSet::Permitted, &permitted).map_err(|source| CapsError::Apply {
+        set: "permitted",
+        source,
+    })?;
+    caps::set(None, CapSet::Effective, &effective).map_err(|source| CapsError::Apply {
+        set: "effective",
+        source,
+    })?;
     let ambient = convert(c.ambient());
     caps::clear(None, CapSet::Ambient).ok();
     for cap in ambient {

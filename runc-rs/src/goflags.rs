@@ -48,7 +48,10 @@ pub fn normalize(root: &Command, args: Vec<OsString>) -> Vec<OsString> {
             break;
         }
         let (flag, takes_value) = if let Some(long) = s.strip_prefix("--") {
-            (s.clone(), long_arg(cmd, root, name(long)).is_some_and(takes))
+            (
+                s.clone(),
+                long_arg(cmd, root, name(long)).is_some_and(takes),
+            )
         } else if s.len() > 2 {
             let long = &s[1..];
             match long_arg(cmd, root, name(long)) {
@@ -84,8 +87,9 @@ fn subcommand<'a>(cmd: &'a Command, name: &str) -> Option<&'a Command> {
 
 fn long_arg<'a>(cmd: &'a Command, root: &'a Command, name: &str) -> Option<&'a Arg> {
     let find = |c: &'a Command| {
-        c.get_arguments()
-            .find(|a| a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|al| al.contains(&name)))
+        c.get_arguments().find(|a| {
+            a.get_long() == Some(name) || a.get_all_aliases().is_some_and(|al| al.contains(&name))
+        })
     };
     find(cmd).or_else(|| find(root).filter(|a| a.is_global_set()))
 }
@@ -102,32 +106,73 @@ mod tests {
     fn cli() -> Command {
         Command::new("runc")
             .arg(Arg::new("root").long("root"))
-            .arg(Arg::new("debug").long("debug").action(clap::ArgAction::SetTrue))
+            .arg(
+                Arg::new("debug")
+                    .long("debug")
+                    .action(clap::ArgAction::SetTrue),
+            )
             .subcommand(
                 Command::new("restore")
                     .arg(Arg::new("bundle").short('b').long("bundle"))
-                    .arg(Arg::new("no-subreaper").long("no-subreaper").action(clap::ArgAction::SetTrue))
-                    .arg(Arg::new("detach").short('d').long("detach").action(clap::ArgAction::SetTrue))
+                    .arg(
+                        Arg::new("no-subreaper")
+                            .long("no-subreaper")
+                            .action(clap::ArgAction::SetTrue),
+                    )
+                    .arg(
+                        Arg::new("detach")
+                            .short('d')
+                            .long("detach")
+                            .action(clap::ArgAction::SetTrue),
+                    )
                     .arg(Arg::new("id")),
             )
             .subcommand(
                 Command::new("exec")
                     .arg(Arg::new("env").short('e').long("env"))
                     .arg(Arg::new("id"))
-                    .arg(Arg::new("cmd").num_args(0..).trailing_var_arg(true).allow_hyphen_values(true)),
+                    .arg(
+                        Arg::new("cmd")
+                            .num_args(0..)
+                            .trailing_var_arg(true)
+                            .allow_hyphen_values(true),
+                    ),
             )
     }
 
     fn run(args: &[&str]) -> Vec<String> {
         let v = args.iter().map(OsString::from).collect();
-        normalize(&cli(), v).into_iter().map(|s| s.into_string().unwrap()).collect()
+        normalize(&cli(), v)
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
     }
 
     #[test]
     fn single_dash_long_flags_become_double_dash() {
         assert_eq!(
-            run(&["runc", "-root", "/r", "-debug", "restore", "-no-subreaper", "-bundle=/b", "-d", "id"]),
-            ["runc", "--root", "/r", "--debug", "restore", "--no-subreaper", "--bundle=/b", "-d", "id"]
+            run(&[
+                "runc",
+                "-root",
+                "/r",
+                "-debug",
+                "restore",
+                "-no-subreaper",
+                "-bundle=/b",
+                "-d",
+                "id"
+            ]),
+            [
+                "runc",
+                "--root",
+                "/r",
+                "--debug",
+                "restore",
+                "--no-subreaper",
+                "--bundle=/b",
+                "-d",
+                "id"
+            ]
         );
     }
 
@@ -143,12 +188,17 @@ mod tests {
     #[test]
     fn only_go_style_words_need_the_rewrite() {
         let v = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
-        assert!(!may_need(&v(&["runc", "--root", "/r", "exec", "-t", "id", "sh", "-c", "x"])));
+        assert!(!may_need(&v(&[
+            "runc", "--root", "/r", "exec", "-t", "id", "sh", "-c", "x"
+        ])));
         assert!(may_need(&v(&["runc", "restore", "-no-subreaper", "id"])));
     }
 
     #[test]
     fn unknown_single_dash_words_are_left_for_clap() {
-        assert_eq!(run(&["runc", "restore", "-bogus", "id"]), ["runc", "restore", "-bogus", "id"]);
+        assert_eq!(
+            run(&["runc", "restore", "-bogus", "id"]),
+            ["runc", "restore", "-bogus", "id"]
+        );
     }
 }

@@ -69,11 +69,24 @@ impl log::Log for Logger {
 /// file is opened in append mode because the shim reuses one file per bundle.
 pub fn init(path: Option<&std::path::Path>, format: LogFormat, debug: bool) -> std::io::Result<()> {
     let out = match path {
-        Some(p) => Some(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        ),
         None => None,
     };
-    let level = if debug { log::LevelFilter::Debug } else { log::LevelFilter::Warn };
-    let logger = Logger { out: Mutex::new(out), format, level };
+    let level = if debug {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Warn
+    };
+    let logger = Logger {
+        out: Mutex::new(out),
+        format,
+        level,
+    };
     let _ = log::set_boxed_logger(Box::new(logger));
     log::set_max_level(level);
     Ok(())

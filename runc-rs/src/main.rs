@@ -12,7 +12,11 @@ use runc_rs::container::{create, delete, kill, list, run, start, state_cmd};
 use runc_rs::logging::{self, LogFormat};
 
 #[derive(Parser, Debug)]
-#[command(name = "runc-rs", version, about = "A native OCI runtime, CLI-compatible with runc")]
+#[command(
+    name = "runc-rs",
+    version,
+    about = "A native OCI runtime, CLI-compatible with runc"
+)]
 struct Cli {
     /// Root directory for container state (default /run/runc-rs; for a
     /// non-root user $XDG_RUNTIME_DIR/runc-rs or /run/user/<uid>/runc-rs).
@@ -408,7 +412,11 @@ fn main() {
     let result = dispatch(&cli);
     // runc reports a failed exec as "exec failed: ..." with status 255, so
     // that callers can tell it from the process's own exit status.
-    let (prefix, status) = if matches!(cli.command, Command::Exec(_)) { ("exec failed: ", 255) } else { ("", 1) };
+    let (prefix, status) = if matches!(cli.command, Command::Exec(_)) {
+        ("exec failed: ", 255)
+    } else {
+        ("", 1)
+    };
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -444,19 +452,29 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             r
         }
     };
-    let needs_cgroups = matches!(cli.command, Command::Create(_) | Command::Run { .. } | Command::Restore(_));
+    let needs_cgroups = matches!(
+        cli.command,
+        Command::Create(_) | Command::Run { .. } | Command::Restore(_)
+    );
     if cli.systemd_cgroup && needs_cgroups {
         bail!("--systemd-cgroup: the systemd cgroup driver is not supported yet; use the cgroupfs driver");
     }
     match &cli.command {
         Command::Create(a) => {
-            create::create(root, &create_opts(a)).with_context(|| format!("runc-rs create {}", a.container_id))?;
+            create::create(root, &create_opts(a))
+                .with_context(|| format!("runc-rs create {}", a.container_id))?;
         }
         Command::Start { container_id } => {
-            start::start(root, container_id).with_context(|| format!("runc-rs start {container_id}"))?;
+            start::start(root, container_id)
+                .with_context(|| format!("runc-rs start {container_id}"))?;
         }
-        Command::Run { create: a, detach, keep: _ } => {
-            return run::run(root, &create_opts(a), *detach).with_context(|| format!("runc-rs run {}", a.container_id));
+        Command::Run {
+            create: a,
+            detach,
+            keep: _,
+        } => {
+            return run::run(root, &create_opts(a), *detach)
+                .with_context(|| format!("runc-rs run {}", a.container_id));
         }
         Command::State { container_id } => {
             println!("{}", state_cmd::state_json(root, container_id)?);
@@ -464,11 +482,18 @@ fn dispatch(cli: &Cli) -> Result<i32> {
         Command::List { format, quiet } => {
             print!("{}", list::list(root, *format, *quiet));
         }
-        Command::Kill { all, container_id, signal } => {
+        Command::Kill {
+            all,
+            container_id,
+            signal,
+        } => {
             let sig = runc_rs::utils::parse_signal(signal)?;
             kill::kill(root, container_id, sig, *all)?;
         }
-        Command::Delete { force, container_id } => {
+        Command::Delete {
+            force,
+            container_id,
+        } => {
             delete::delete(root, container_id, *force)?;
         }
         Command::Spec { bundle, rootless } => {
@@ -477,15 +502,27 @@ fn dispatch(cli: &Cli) -> Result<i32> {
                 bail!("File {} exists. Remove it first", path.display());
             }
             let spec = runc_rs::features::default_spec(*rootless);
-            std::fs::write(&path, serde_json::to_string_pretty(&spec)?).with_context(|| format!("write {}", path.display()))?;
+            std::fs::write(&path, serde_json::to_string_pretty(&spec)?)
+                .with_context(|| format!("write {}", path.display()))?;
         }
-        Command::Ps { format, container_id, ps_args } => {
-            print!("{}", runc_rs::container::ps::ps(root, container_id, format, ps_args)?);
+        Command::Ps {
+            format,
+            container_id,
+            ps_args,
+        } => {
+            print!(
+                "{}",
+                runc_rs::container::ps::ps(root, container_id, format, ps_args)?
+            );
         }
         Command::Pause { container_id } => runc_rs::container::pause::pause(root, container_id)?,
         Command::Resume { container_id } => runc_rs::container::pause::resume(root, container_id)?,
         Command::Update(a) => runc_rs::container::update::update(root, &update_opts(a))?,
-        Command::Events { interval, stats, container_id } => {
+        Command::Events {
+            interval,
+            stats,
+            container_id,
+        } => {
             runc_rs::container::events::events(root, container_id, interval, *stats)?;
         }
         Command::Checkpoint(a) => {
@@ -514,7 +551,10 @@ fn dispatch(cli: &Cli) -> Result<i32> {
             return Ok(runc_rs::container::exec::exec(root, &exec_opts(a))?);
         }
         Command::Features => {
-            println!("{}", serde_json::to_string_pretty(&runc_rs::features::features_json())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&runc_rs::features::features_json())?
+            );
         }
     }
     Ok(0)

@@ -14,11 +14,22 @@ use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType};
 #[derive(Debug, thiserror::Error)]
 pub enum NamespaceError {
     #[error("open namespace path {path} for linux.namespaces[{kind}]: {source}")]
-    Open { kind: &'static str, path: PathBuf, source: std::io::Error },
+    Open {
+        kind: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("setns {kind} ({path}): {source}")]
-    Setns { kind: &'static str, path: PathBuf, source: nix::Error },
+    Setns {
+        kind: &'static str,
+        path: PathBuf,
+        source: nix::Error,
+    },
     #[error("unshare {flags:?}: {source}")]
-    Unshare { flags: CloneFlags, source: nix::Error },
+    Unshare {
+        flags: CloneFlags,
+        source: nix::Error,
+    },
 }
 
 pub fn flag(t: LinuxNamespaceType) -> CloneFlags {
@@ -67,19 +78,36 @@ pub struct Plan {
 
 impl Plan {
     pub fn from_spec(namespaces: &[LinuxNamespace]) -> Result<Plan, NamespaceError> {
-        let mut plan = Plan { new_flags: CloneFlags::empty(), new_user: false, join: vec![] };
+        let mut plan = Plan {
+            new_flags: CloneFlags::empty(),
+            new_user: false,
+            join: vec![],
+        };
         for ns in namespaces {
             match ns.path() {
                 Some(p) if !p.as_os_str().is_empty() => {
-                    let fd = std::fs::File::open(p)
-                        .map_err(|source| NamespaceError::Open { kind: name(ns.typ()), path: p.clone(), source })?;
-                    plan.join.push(JoinTarget { typ: ns.typ(), path: p.clone(), fd: fd.into() });
+                    let fd = std::fs::File::open(p).map_err(|source| NamespaceError::Open {
+                        kind: name(ns.typ()),
+                        path: p.clone(),
+                        source,
+                    })?;
+                    plan.join.push(JoinTarget {
+                        typ: ns.typ(),
+                        path: p.clone(),
+                        fd: fd.into(),
+                    });
                 }
                 _ if ns.typ() == LinuxNamespaceType::User => plan.new_user = true,
                 _ => plan.new_flags |= flag(ns.typ()),
             }
         }
-        plan.join.sort_by_key(|j| if j.typ == LinuxNamespaceType::User { 0 } else { 1 });
+        plan.join.sort_by_key(|j| {
+            if j.typ == LinuxNamespaceType::User {
+                0
+            } else {
+                1
+            }
+        });
         Ok(plan)
     }
 
@@ -88,17 +116,40 @@ impl Plan {
     /// user first. Namespaces the spec does not list are the host's, which
     /// the caller already shares, as in runc. A user namespace that is the
     /// caller's own is skipped: setns(2) refuses to re-enter it.
-    pub fn join_container(types: &[LinuxNamespaceType], init_pid: i32) -> Result<Plan, NamespaceError> {
-        let mut plan = Plan { new_flags: CloneFlags::empty(), new_user: false, join: vec![] };
+    pub fn join_container(
+        types: &[LinuxNamespaceType],
+        init_pid: i32,
+    ) -> Result<Plan, NamespaceError> {
+        let mut plan = Plan {
+            new_flags: CloneFlags::empty(),
+            new_user: false,
+            join: vec![],
+        };
         for &typ in types {
             let path = PathBuf::from(format!("/proc/{init_pid}/ns/{}", name(typ)));
-            if typ == LinuxNamespaceType::User && same_file(&path, std::path::Path::new("/proc/self/ns/user")) {
+            if typ == LinuxNamespaceType::User
+                && same_file(&path, std::path::Path::new("/proc/self/ns/user"))
+            {
                 continue;
             }
-            let fd = std::fs::File::open(&path).map_err(|source| NamespaceError::Open { kind: name(typ), path: path.clone(), source })?;
-            plan.join.push(JoinTarget { typ, path, fd: fd.into() });
+            let fd = std::fs::File::open(&path).map_err(|source| NamespaceError::Open {
+                kind: name(typ),
+                path: path.clone(),
+                source,
+            })?;
+            plan.join.push(JoinTarget {
+                typ,
+                path,
+                fd: fd.into(),
+            });
         }
-        plan.join.sort_by_key(|j| if j.typ == LinuxNamespaceType::User { 0 } else { 1 });
+        plan.join.sort_by_key(|j| {
+            if j.typ == LinuxNamespaceType::User {
+                0
+            } else {
+                1
+            }
+        });
         Ok(plan)
     }
 

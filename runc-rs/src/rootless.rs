@@ -11,9 +11,19 @@ use oci_spec::runtime::{LinuxIdMapping, Spec};
 #[derive(Debug, thiserror::Error)]
 pub enum RootlessError {
     #[error("write {file} of pid {pid}: {source}")]
-    Write { file: String, pid: i32, source: std::io::Error },
+    Write {
+        file: String,
+        pid: i32,
+        source: std::io::Error,
+    },
     #[error("{tool} {pid} {args}: {reason} (is the mapping allowed by /etc/sub{kind}id?)")]
-    Tool { tool: String, pid: i32, args: String, reason: String, kind: &'static str },
+    Tool {
+        tool: String,
+        pid: i32,
+        args: String,
+        reason: String,
+        kind: &'static str,
+    },
 }
 
 pub fn is_rootless() -> bool {
@@ -49,16 +59,26 @@ pub fn prepare_root(root: &Path) {
 pub fn skip_cgroup(err: &cgroups::Error, cgroups_path: Option<&str>, spec: &Spec) -> bool {
     let denied = match err {
         cgroups::Error::Create { source, .. } | cgroups::Error::Write { source, .. } => {
-            matches!(source.raw_os_error(), Some(libc::EACCES | libc::EPERM | libc::EROFS))
+            matches!(
+                source.raw_os_error(),
+                Some(libc::EACCES | libc::EPERM | libc::EROFS)
+            )
         }
         _ => false,
     };
-    let res = spec.linux().as_ref().and_then(|l| l.resources().clone()).unwrap_or_default();
+    let res = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().clone())
+        .unwrap_or_default();
     let limits = res.memory().is_some()
         || res.cpu().is_some()
         || res.pids().is_some()
         || res.block_io().is_some()
-        || res.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+        || res
+            .hugepage_limits()
+            .as_ref()
+            .is_some_and(|h| !h.is_empty())
         || res.network().is_some()
         || res.rdma().is_some()
         || res.unified().as_ref().is_some_and(|u| !u.is_empty());
@@ -76,11 +96,20 @@ pub fn write_map(pid: i32, file: &str, maps: &[LinuxIdMapping]) -> Result<(), Ro
     if file == "gid_map" && is_rootless() && own_id_only(maps, nix::unistd::getegid().as_raw()) {
         let _ = std::fs::write(format!("/proc/{pid}/setgroups"), "deny");
     }
-    let data: String = maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect();
+    let data: String = maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect();
     match std::fs::write(format!("/proc/{pid}/{file}"), &data) {
         Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_rootless() => mapping_tool(pid, file, maps),
-        Err(source) => Err(RootlessError::Write { file: file.to_owned(), pid, source }),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) && is_rootless() => {
+            mapping_tool(pid, file, maps)
+        }
+        Err(source) => Err(RootlessError::Write {
+            file: file.to_owned(),
+            pid,
+            source,
+        }),
     }
 }
 
@@ -89,10 +118,28 @@ fn own_id_only(maps: &[LinuxIdMapping], id: u32) -> bool {
 }
 
 fn mapping_tool(pid: i32, file: &str, maps: &[LinuxIdMapping]) -> Result<(), RootlessError> {
-    let (tool, kind) = if file == "uid_map" { ("newuidmap", "u") } else { ("newgidmap", "g") };
-    let args: Vec<String> =
-        maps.iter().flat_map(|m| [m.container_id().to_string(), m.host_id().to_string(), m.size().to_string()]).collect();
-    let err = |reason: String| RootlessError::Tool { tool: tool.into(), pid, args: args.join(" "), reason, kind };
+    let (tool, kind) = if file == "uid_map" {
+        ("newuidmap", "u")
+    } else {
+        ("newgidmap", "g")
+    };
+    let args: Vec<String> = maps
+        .iter()
+        .flat_map(|m| {
+            [
+                m.container_id().to_string(),
+                m.host_id().to_string(),
+                m.size().to_string(),
+            ]
+        })
+        .collect();
+    let err = |reason: String| RootlessError::Tool {
+        tool: tool.into(),
+        pid,
+        args: args.join(" "),
+        reason,
+        kind,
+    };
     let out = std::process::Command::new(tool)
         .arg(pid.to_string())
         .args(&args)

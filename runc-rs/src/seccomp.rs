@@ -3,13 +3,20 @@
 
 use std::os::fd::RawFd;
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
-use oci_spec::runtime::{Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
+use oci_spec::runtime::{
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
     #[error("linux.seccomp.{field}: {source}")]
-    Lib { field: String, source: libseccomp::error::SeccompError },
+    Lib {
+        field: String,
+        source: libseccomp::error::SeccompError,
+    },
     #[error("linux.seccomp.{field}: {message}")]
     Invalid { field: String, message: String },
 }
@@ -21,12 +28,18 @@ fn lib(field: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError)
 
 fn action(a: LinuxSeccompAction, errno: Option<u32>) -> ScmpAction {
     match a {
-        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => {
+            ScmpAction::KillThread
+        }
         LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
         LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
-        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno.map(|e| e as i32).unwrap_or(libc::EPERM)),
+        LinuxSeccompAction::ScmpActErrno => {
+            ScmpAction::Errno(errno.map(|e| e as i32).unwrap_or(libc::EPERM))
+        }
         LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
-        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno.map(|e| e as u16).unwrap_or(libc::EPERM as u16)),
+        LinuxSeccompAction::ScmpActTrace => {
+            ScmpAction::Trace(errno.map(|e| e as u16).unwrap_or(libc::EPERM as u16))
+        }
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
     }
@@ -79,9 +92,15 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
     }
     for f in s.flags().iter().flatten() {
         match f {
-            LinuxSeccompFilterFlag::SeccompFilterFlagLog => ctx.set_ctl_log(true).map_err(lib("flags"))?,
-            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => ctx.set_ctl_ssb(true).map_err(lib("flags"))?,
-            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => ctx.set_ctl_tsync(true).map_err(lib("flags"))?,
+            LinuxSeccompFilterFlag::SeccompFilterFlagLog => {
+                ctx.set_ctl_log(true).map_err(lib("flags"))?
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagSpecAllow => {
+                ctx.set_ctl_ssb(true).map_err(lib("flags"))?
+            }
+            LinuxSeccompFilterFlag::SeccompFilterFlagTsync => {
+                ctx.set_ctl_tsync(true).map_err(lib("flags"))?
+            }
         }
     }
     // The runtime decides about no_new_privs itself (process.noNewPrivileges).
@@ -98,7 +117,10 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
             .flatten()
             .map(|a| {
                 let (cmp, datum) = match a.op() {
-                    LinuxSeccompOperator::ScmpCmpMaskedEq => (ScmpCompareOp::MaskedEqual(a.value()), a.value_two().unwrap_or(0)),
+                    LinuxSeccompOperator::ScmpCmpMaskedEq => (
+                        ScmpCompareOp::MaskedEqual(a.value()),
+                        a.value_two().unwrap_or(0),
+                    ),
                     o => (op(o), a.value()),
                 };
                 ScmpArgCompare::new(a.index() as u32, cmp, datum)
@@ -126,7 +148,10 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext, SeccompError> {
 /// Whether the profile asks for user notification (needs a listener).
 pub fn uses_notify(s: &LinuxSeccomp) -> bool {
     s.default_action() == LinuxSeccompAction::ScmpActNotify
-        || s.syscalls().iter().flatten().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
+        || s.syscalls()
+            .iter()
+            .flatten()
+            .any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
 }
 
 /// Loads the filter into the calling thread; returns the notify fd if any.

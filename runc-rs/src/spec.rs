@@ -11,21 +11,39 @@ use oci_spec::runtime::{LinuxNamespace, LinuxNamespaceType, Spec};
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("open {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {field}: {message}")]
-    Parse { path: PathBuf, field: String, message: String },
+    Parse {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
     #[error("{path}: {field}: {message}")]
-    Invalid { path: PathBuf, field: String, message: String },
+    Invalid {
+        path: PathBuf,
+        field: String,
+        message: String,
+    },
 }
 
 /// Reads `<bundle>/config.json` and checks what runc checks before creating
 /// anything: the fields must parse, and their combination must be usable.
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     let path = bundle.join("config.json");
-    let data = std::fs::read(&path).map_err(|source| SpecError::Open { path: path.clone(), source })?;
+    let data = std::fs::read(&path).map_err(|source| SpecError::Open {
+        path: path.clone(),
+        source,
+    })?;
     let parse_err = |e: serde_path_to_error::Error<serde_json::Error>| {
         let field = e.path().to_string();
-        SpecError::Parse { path: path.clone(), field, message: e.into_inner().to_string() }
+        SpecError::Parse {
+            path: path.clone(),
+            field,
+            message: e.into_inner().to_string(),
+        }
     };
     let de = &mut serde_json::Deserializer::from_slice(&data);
     let spec: Spec = match serde_path_to_error::deserialize(de) {
@@ -33,13 +51,18 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
         // Only a config naming a capability oci-spec does not know pays for
         // the second parse; any other error is reported as it was found.
         Err(e) if e.path().to_string().starts_with("process.capabilities.") => {
-            let mut value: serde_json::Value = serde_json::from_slice(&data).map_err(|_| parse_err(e))?;
+            let mut value: serde_json::Value =
+                serde_json::from_slice(&data).map_err(|_| parse_err(e))?;
             drop_unknown_capabilities(&mut value);
             serde_path_to_error::deserialize(value).map_err(parse_err)?
         }
         Err(e) => return Err(parse_err(e)),
     };
-    validate(&spec).map_err(|(field, message)| SpecError::Invalid { path, field: field.into(), message })?;
+    validate(&spec).map_err(|(field, message)| SpecError::Invalid {
+        path,
+        field: field.into(),
+        message,
+    })?;
     Ok(spec)
 }
 
@@ -49,10 +72,23 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
 /// strings are left for the deserializer to refuse.
 pub(crate) fn drop_unknown_capabilities(spec: &mut serde_json::Value) {
     use oci_spec::runtime::Capability;
-    let Some(sets) = spec.pointer_mut("/process/capabilities").and_then(|c| c.as_object_mut()) else { return };
+    let Some(sets) = spec
+        .pointer_mut("/process/capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return;
+    };
     let mut unknown: Vec<String> = vec![];
-    for set in ["bounding", "effective", "inheritable", "permitted", "ambient"] {
-        let Some(names) = sets.get_mut(set).and_then(|v| v.as_array_mut()) else { continue };
+    for set in [
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "ambient",
+    ] {
+        let Some(names) = sets.get_mut(set).and_then(|v| v.as_array_mut()) else {
+            continue;
+        };
         names.retain(|n| {
             let known = !n.is_string() || serde_json::from_value::<Capability>(n.clone()).is_ok();
             if !known {
@@ -64,39 +100,60 @@ pub(crate) fn drop_unknown_capabilities(spec: &mut serde_json::Value) {
     unknown.sort();
     unknown.dedup();
     if !unknown.is_empty() {
-        log::warn!("ignoring unknown or unavailable capabilities: [{}]", unknown.join(" "));
+        log::warn!(
+            "ignoring unknown or unavailable capabilities: [{}]",
+            unknown.join(" ")
+        );
     }
 }
 
 fn validate(spec: &Spec) -> Result<(), (&'static str, String)> {
-    let process = spec.process().as_ref().ok_or(("process", "missing".to_string()))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or(("process", "missing".to_string()))?;
     let args = process.args().as_deref().unwrap_or_default();
     if args.is_empty() {
         return Err(("process.args", "must contain at least one element".into()));
     }
     if !process.cwd().is_absolute() {
-        return Err(("process.cwd", format!("{:?} is not an absolute path", process.cwd())));
+        return Err((
+            "process.cwd",
+            format!("{:?} is not an absolute path", process.cwd()),
+        ));
     }
     if spec.root().is_none() {
         return Err(("root", "missing".into()));
     }
-    let linux = spec.linux().as_ref().ok_or(("linux", "missing".to_string()))?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or(("linux", "missing".to_string()))?;
     let mut seen = std::collections::HashSet::new();
     let namespaces = linux.namespaces().as_deref().unwrap_or_default();
     for ns in namespaces {
         if !seen.insert(ns.typ() as u32) {
-            return Err(("linux.namespaces", format!("duplicate namespace {:?}", ns.typ())));
+            return Err((
+                "linux.namespaces",
+                format!("duplicate namespace {:?}", ns.typ()),
+            ));
         }
     }
     let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
     let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
     if maps && !has(LinuxNamespaceType::User) {
-        return Err(("linux.uidMappings", "user namespace mappings specified without a user namespace".into()));
+        return Err((
+            "linux.uidMappings",
+            "user namespace mappings specified without a user namespace".into(),
+        ));
     }
     if let Some(hostname) = spec.hostname() {
         if !hostname.is_empty() && !has(LinuxNamespaceType::Uts) {
-            return Err(("hostname", "unable to set hostname without a private UTS namespace".into()));
+            return Err((
+                "hostname",
+                "unable to set hostname without a private UTS namespace".into(),
+            ));
         }
     }
     if let Some(sysctl) = linux.sysctl() {
@@ -106,7 +163,10 @@ fn validate(spec: &Spec) -> Result<(), (&'static str, String)> {
     }
     for m in spec.mounts().as_deref().unwrap_or_default() {
         if !m.destination().is_absolute() {
-            return Err(("mounts.destination", format!("{:?} is not an absolute path", m.destination())));
+            return Err((
+                "mounts.destination",
+                format!("{:?} is not an absolute path", m.destination()),
+            ));
         }
     }
     Ok(())
@@ -133,18 +193,29 @@ fn check_sysctl(key: &str, namespaces: &[LinuxNamespace]) -> Result<(), (&'stati
         if find(LinuxNamespaceType::Ipc).is_some() {
             return Ok(());
         }
-        return Err(("linux.sysctl", format!("sysctl {key:?} is not allowed in the host's ipc namespace")));
+        return Err((
+            "linux.sysctl",
+            format!("sysctl {key:?} is not allowed in the host's ipc namespace"),
+        ));
     }
     if key.starts_with("net.") {
         let host_net = match find(LinuxNamespaceType::Network) {
             None => true,
             Some(ns) => match ns.path().as_deref().filter(|p| !p.as_os_str().is_empty()) {
                 None => false,
-                Some(p) => is_own_netns(p).map_err(|e| ("linux.namespaces", format!("network namespace {}: {e}", p.display())))?,
+                Some(p) => is_own_netns(p).map_err(|e| {
+                    (
+                        "linux.namespaces",
+                        format!("network namespace {}: {e}", p.display()),
+                    )
+                })?,
             },
         };
         if host_net {
-            return Err(("linux.sysctl", format!("sysctl {key:?} is not allowed in the host's network namespace")));
+            return Err((
+                "linux.sysctl",
+                format!("sysctl {key:?} is not allowed in the host's network namespace"),
+            ));
         }
         return Ok(());
     }
@@ -152,12 +223,20 @@ fn check_sysctl(key: &str, namespaces: &[LinuxNamespace]) -> Result<(), (&'stati
         match key {
             "kernel.domainname" => return Ok(()),
             "kernel.hostname" => {
-                return Err(("linux.sysctl", format!("sysctl {key:?} is not allowed as it conflicts with the \"hostname\" field")))
+                return Err((
+                    "linux.sysctl",
+                    format!(
+                        "sysctl {key:?} is not allowed as it conflicts with the \"hostname\" field"
+                    ),
+                ))
             }
             _ => {}
         }
     }
-    Err(("linux.sysctl", format!("sysctl {key:?} is not in a separate kernel namespace")))
+    Err((
+        "linux.sysctl",
+        format!("sysctl {key:?} is not in a separate kernel namespace"),
+    ))
 }
 
 /// Whether the namespace at `path` is the runtime's own network namespace.
@@ -170,8 +249,16 @@ fn is_own_netns(path: &Path) -> std::io::Result<bool> {
 
 /// The rootfs path, made absolute against the bundle.
 pub fn rootfs_path(spec: &Spec, bundle: &Path) -> PathBuf {
-    let root = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
-    if root.is_absolute() { root } else { bundle.join(root) }
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| "rootfs".into());
+    if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    }
 }
 
 #[cfg(test)]
@@ -186,20 +273,50 @@ mod tests {
             "effective": [1]
         }}});
         drop_unknown_capabilities(&mut v);
-        assert_eq!(v["process"]["capabilities"]["bounding"], serde_json::json!(["CAP_KILL"]));
-        assert_eq!(v["process"]["capabilities"]["ambient"], serde_json::json!([]));
-        assert_eq!(v["process"]["capabilities"]["effective"], serde_json::json!([1]), "left for the deserializer to refuse");
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"],
+            serde_json::json!(["CAP_KILL"])
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["ambient"],
+            serde_json::json!([])
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["effective"],
+            serde_json::json!([1]),
+            "left for the deserializer to refuse"
+        );
     }
 
     #[test]
     fn sysctl_rules() {
-        let ns = |t: LinuxNamespaceType| oci_spec::runtime::LinuxNamespaceBuilder::default().typ(t).build().unwrap();
-        let all = [ns(LinuxNamespaceType::Ipc), ns(LinuxNamespaceType::Network), ns(LinuxNamespaceType::Uts)];
-        for key in ["kernel.msgmax", "kernel.shm_rmid_forced", "fs.mqueue.msg_max", "net.ipv4.ip_forward", "kernel.domainname"] {
+        let ns = |t: LinuxNamespaceType| {
+            oci_spec::runtime::LinuxNamespaceBuilder::default()
+                .typ(t)
+                .build()
+                .unwrap()
+        };
+        let all = [
+            ns(LinuxNamespaceType::Ipc),
+            ns(LinuxNamespaceType::Network),
+            ns(LinuxNamespaceType::Uts),
+        ];
+        for key in [
+            "kernel.msgmax",
+            "kernel.shm_rmid_forced",
+            "fs.mqueue.msg_max",
+            "net.ipv4.ip_forward",
+            "kernel.domainname",
+        ] {
             assert!(check_sysctl(key, &all).is_ok(), "{key}");
             assert!(check_sysctl(key, &[]).is_err(), "{key} without namespaces");
         }
-        for key in ["kernel.hostname", "kernel.panic", "kernel.msgfoo", "vm.swappiness"] {
+        for key in [
+            "kernel.hostname",
+            "kernel.panic",
+            "kernel.msgfoo",
+            "vm.swappiness",
+        ] {
             assert!(check_sysctl(key, &all).is_err(), "{key}");
         }
     }

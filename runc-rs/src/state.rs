@@ -26,11 +26,20 @@ pub enum StateError {
     #[error("invalid container id {0:?}: it must match [A-Za-z0-9_+.-]+")]
     InvalidId(String),
     #[error("read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parse {path}: {source}")]
-    Parse { path: PathBuf, source: serde_json::Error },
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("create state dir {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Write(#[from] UtilError),
 }
@@ -106,8 +115,14 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
     let ok = !id.is_empty()
         && id != "."
         && id != ".."
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
-    if ok { Ok(()) } else { Err(StateError::InvalidId(id.to_owned())) }
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::InvalidId(id.to_owned()))
+    }
 }
 
 pub fn container_dir(root: &Path, id: &str) -> PathBuf {
@@ -118,11 +133,16 @@ pub fn container_dir(root: &Path, id: &str) -> PathBuf {
 /// anything else is created.
 pub fn create_dir(root: &Path, id: &str) -> Result<PathBuf, StateError> {
     validate_id(id)?;
-    std::fs::create_dir_all(root).map_err(|source| StateError::CreateDir { path: root.to_owned(), source })?;
+    std::fs::create_dir_all(root).map_err(|source| StateError::CreateDir {
+        path: root.to_owned(),
+        source,
+    })?;
     let dir = container_dir(root, id);
     match std::fs::create_dir(&dir) {
         Ok(()) => Ok(dir),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StateError::Exists(id.to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(StateError::Exists(id.to_owned()))
+        }
         Err(source) => Err(StateError::CreateDir { path: dir, source }),
     }
 }
@@ -150,7 +170,10 @@ impl ContainerState {
     /// temp file, and replaces state.json only at [`Staged::commit`].
     pub fn stage(&self, root: &Path) -> Result<Staged, StateError> {
         let path = container_dir(root, &self.id).join(STATE_FILE);
-        Ok(Staged::write(&path, &serde_json::to_vec(self).expect("state serializes"))?)
+        Ok(Staged::write(
+            &path,
+            &serde_json::to_vec(self).expect("state serializes"),
+        )?)
     }
 
     pub fn dir(&self, root: &Path) -> PathBuf {
@@ -191,7 +214,11 @@ impl ContainerState {
         PublicState {
             oci_version: OCI_VERSION,
             id: &self.id,
-            pid: if status == Status::Stopped { 0 } else { self.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
             status,
             bundle: &self.bundle,
             rootfs: &self.rootfs,

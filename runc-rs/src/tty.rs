@@ -11,7 +11,10 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 #[derive(Debug, thiserror::Error)]
 pub enum TtyError {
     #[error("connect console socket {path}: {source}")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("create pty: {0}")]
     Pty(nix::Error),
     #[error("send pty master over the console socket: {0}")]
@@ -21,8 +24,10 @@ pub enum TtyError {
 }
 
 pub fn connect(path: &Path) -> Result<OwnedFd, TtyError> {
-    let s = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|source| TtyError::Connect { path: path.display().to_string(), source })?;
+    let s = std::os::unix::net::UnixStream::connect(path).map_err(|source| TtyError::Connect {
+        path: path.display().to_string(),
+        source,
+    })?;
     Ok(s.into())
 }
 
@@ -61,12 +66,17 @@ pub fn recv_fd(sock: RawFd) -> nix::Result<Option<OwnedFd>> {
 /// Opens a new pty in the container's /dev/pts. Returns (master, slave, slave path).
 pub fn open_pty() -> Result<(OwnedFd, OwnedFd, String), TtyError> {
     use nix::fcntl::OFlag;
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).map_err(TtyError::Pty)?;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .map_err(TtyError::Pty)?;
     nix::pty::grantpt(&master).map_err(TtyError::Pty)?;
     nix::pty::unlockpt(&master).map_err(TtyError::Pty)?;
     let name = nix::pty::ptsname_r(&master).map_err(TtyError::Pty)?;
-    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(TtyError::Pty)?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(TtyError::Pty)?;
     let master_fd = unsafe { OwnedFd::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(master)) };
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     Ok((master_fd, slave, name))
@@ -90,6 +100,11 @@ pub fn become_stdio(slave: &OwnedFd) -> Result<(), TtyError> {
 }
 
 pub fn set_size(fd: RawFd, rows: u16, cols: u16) {
-    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }

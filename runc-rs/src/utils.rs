@@ -9,13 +9,19 @@ use std::path::{Component, Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum UtilError {
     #[error("write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("path {path:?}: a symlink at {link:?} escapes the rootfs")]
     Escape { path: PathBuf, link: PathBuf },
     #[error("path {path:?}: too many levels of symbolic links")]
     SymlinkLoop { path: PathBuf },
     #[error("resolve {path:?}: {source}")]
-    Resolve { path: PathBuf, source: std::io::Error },
+    Resolve {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("unknown signal {0:?}")]
     UnknownSignal(String),
 }
@@ -48,18 +54,29 @@ impl Staged {
         name.push(path.file_name().unwrap_or(OsStr::new("file")));
         name.push(format!(".tmp{}", std::process::id()));
         let tmp = path.with_file_name(name);
-        let staged = Staged { tmp: Some(tmp.clone()), path: path.to_owned() };
+        let staged = Staged {
+            tmp: Some(tmp.clone()),
+            path: path.to_owned(),
+        };
         let res = std::fs::File::create(&tmp).and_then(|mut f| f.write_all(data));
-        res.map_err(|source| UtilError::Write { path: path.to_owned(), source })?;
+        res.map_err(|source| UtilError::Write {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(staged)
     }
 
     /// Puts the file in place (a rename over any older version).
     pub fn commit(mut self) -> Result<(), UtilError> {
-        let Some(tmp) = self.tmp.take() else { return Ok(()) };
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
         std::fs::rename(&tmp, &self.path).map_err(|source| {
             let _ = std::fs::remove_file(&tmp);
-            UtilError::Write { path: self.path.clone(), source }
+            UtilError::Write {
+                path: self.path.clone(),
+                source,
+            }
         })
     }
 }
@@ -96,11 +113,19 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf, UtilError
             Ok(md) if md.file_type().is_symlink() => {
                 links += 1;
                 if links > 255 {
-                    return Err(UtilError::SymlinkLoop { path: unsafe_path.to_owned() });
+                    return Err(UtilError::SymlinkLoop {
+                        path: unsafe_path.to_owned(),
+                    });
                 }
-                let target = std::fs::read_link(&full)
-                    .map_err(|source| UtilError::Resolve { path: full.clone(), source })?;
-                let base = if target.is_absolute() { PathBuf::new() } else { resolved.clone() };
+                let target = std::fs::read_link(&full).map_err(|source| UtilError::Resolve {
+                    path: full.clone(),
+                    source,
+                })?;
+                let base = if target.is_absolute() {
+                    PathBuf::new()
+                } else {
+                    resolved.clone()
+                };
                 if escapes(&base, &target) {
                     return Err(UtilError::Escape {
                         path: unsafe_path.to_owned(),
@@ -135,7 +160,11 @@ fn push_components(out: &mut Vec<PathBuf>, p: &Path) {
 /// Whether following `target` from `base` (both relative to the root) would
 /// climb above the root.
 fn escapes(base: &Path, target: &Path) -> bool {
-    let mut depth: i64 = if target.is_absolute() { 0 } else { base.components().count() as i64 };
+    let mut depth: i64 = if target.is_absolute() {
+        0
+    } else {
+        base.components().count() as i64
+    };
     for c in target.components() {
         match c {
             Component::ParentDir => {
@@ -166,7 +195,10 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let rest = std::str::from_utf8(&data[close + 2..]).ok()?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // rest starts at field 3 (state); starttime is field 22.
-    Some(ProcStat { state: fields.first()?.chars().next()?, start_time: fields.get(19)?.parse().ok()? })
+    Some(ProcStat {
+        state: fields.first()?.chars().next()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
 }
 
 /// RFC 3339 with nanoseconds in UTC, as Go's time.RFC3339Nano prints it.
@@ -174,7 +206,10 @@ pub fn rfc3339_nano(t: std::time::SystemTime) -> String {
     // humantime prints all nine digits; Go's RFC3339Nano drops trailing
     // zeros (and the dot with them).
     let full = humantime::format_rfc3339_nanos(t).to_string();
-    let body = full.trim_end_matches('Z').trim_end_matches('0').trim_end_matches('.');
+    let body = full
+        .trim_end_matches('Z')
+        .trim_end_matches('0')
+        .trim_end_matches('.');
     format!("{body}Z")
 }
 
@@ -221,7 +256,10 @@ pub fn parse_signal(s: &str) -> Result<i32, UtilError> {
         "PWR" => libc::SIGPWR,
         "SYS" => libc::SIGSYS,
         _ => {
-            if let Some(n) = name.strip_prefix("RTMIN+").and_then(|n| n.parse::<i32>().ok()) {
+            if let Some(n) = name
+                .strip_prefix("RTMIN+")
+                .and_then(|n| n.parse::<i32>().ok())
+            {
                 return Ok(libc::SIGRTMIN() + n);
             }
             return Err(UtilError::UnknownSignal(s.to_owned()));
@@ -247,10 +285,22 @@ mod tests {
         std::os::unix::fs::symlink("/etc", r.join("abs")).unwrap();
         std::os::unix::fs::symlink("../../../tmp", r.join("etc/evil")).unwrap();
         std::os::unix::fs::symlink("etc", r.join("rel")).unwrap();
-        assert_eq!(secure_join(r, Path::new("/abs/x")).unwrap(), r.join("etc/x"));
-        assert_eq!(secure_join(r, Path::new("/rel/../etc")).unwrap(), r.join("etc"));
-        assert_eq!(secure_join(r, Path::new("/../../etc")).unwrap(), r.join("etc"));
-        assert!(matches!(secure_join(r, Path::new("/etc/evil/y")), Err(UtilError::Escape { .. })));
+        assert_eq!(
+            secure_join(r, Path::new("/abs/x")).unwrap(),
+            r.join("etc/x")
+        );
+        assert_eq!(
+            secure_join(r, Path::new("/rel/../etc")).unwrap(),
+            r.join("etc")
+        );
+        assert_eq!(
+            secure_join(r, Path::new("/../../etc")).unwrap(),
+            r.join("etc")
+        );
+        assert!(matches!(
+            secure_join(r, Path::new("/etc/evil/y")),
+            Err(UtilError::Escape { .. })
+        ));
     }
 
     #[test]

@@ -30,7 +30,9 @@ pub const TEMP_PARENT_ENV: &str = "TESTDATA_TMPDIR";
 /// Create a fresh temporary directory `/tmp/runc-rs-test-XXXXXX` (or under
 /// `$TESTDATA_TMPDIR`).
 pub fn temp_dir() -> io::Result<TempDir> {
-    let parent = std::env::var_os(TEMP_PARENT_ENV).map(std::path::PathBuf::from).unwrap_or_else(|| TEMP_PARENT.into());
+    let parent = std::env::var_os(TEMP_PARENT_ENV)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| TEMP_PARENT.into());
     tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .tempdir_in(parent)
@@ -132,7 +134,9 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with(TEMP_PREFIX));
-        assert!(dir.starts_with(std::env::var(TEMP_PARENT_ENV).unwrap_or_else(|_| TEMP_PARENT.into())));
+        assert!(
+            dir.starts_with(std::env::var(TEMP_PARENT_ENV).unwrap_or_else(|_| TEMP_PARENT.into()))
+        );
         assert!(b.rootfs().join("bin/sh").exists());
         let on_disk: Value = serde_json::from_slice(&fs::read(b.config_path()).unwrap()).unwrap();
         assert_eq!(on_disk, b.spec);

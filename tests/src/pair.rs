@@ -29,9 +29,18 @@ impl Pair {
             eprintln!("skipping: needs root");
             return None;
         }
-        let reference = PathBuf::from(std::env::var("DIFF_REFERENCE").unwrap_or_else(|_| "/usr/sbin/runc".into()));
-        assert!(reference.exists(), "reference runtime {} missing (apt-get install runc)", reference.display());
-        Some(Pair { runc: Cli::new(reference), rs: Cli::runc_rs() })
+        let reference = PathBuf::from(
+            std::env::var("DIFF_REFERENCE").unwrap_or_else(|_| "/usr/sbin/runc".into()),
+        );
+        assert!(
+            reference.exists(),
+            "reference runtime {} missing (apt-get install runc)",
+            reference.display()
+        );
+        Some(Pair {
+            runc: Cli::new(reference),
+            rs: Cli::runc_rs(),
+        })
     }
 
     pub fn both(&self) -> [(&'static str, &Cli); 2] {
@@ -54,10 +63,24 @@ pub fn run_detached(cli: &Cli, id: &str, args: &[&str], mutate: impl Fn(&mut Val
     mutate(&mut b.spec);
     b.write_spec().expect("write spec");
     let out = cli.run_detached(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]);
-    assert!(out.status.success(), "{} run -d {id}: {}", cli.bin.display(), String::from_utf8_lossy(&out.stderr));
-    assert!(wait_for(10, || cli.state(id).is_some_and(|s| s["status"] == "running")), "{id} not running");
+    assert!(
+        out.status.success(),
+        "{} run -d {id}: {}",
+        cli.bin.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        wait_for(10, || cli
+            .state(id)
+            .is_some_and(|s| s["status"] == "running")),
+        "{id} not running"
+    );
     let pid = cli.state(id).unwrap()["pid"].as_i64().unwrap() as i32;
-    Running { bundle: b, id: id.to_owned(), pid }
+    Running {
+        bundle: b,
+        id: id.to_owned(),
+        pid,
+    }
 }
 
 /// `exec <flags> <id> <cmd...>` in the foreground, output captured.
@@ -90,7 +113,12 @@ pub fn stdout_ok(cli: &Cli, out: &Output) -> String {
 /// The last line the runtime wrote to stderr (its error message).
 pub fn last_err(out: &Output) -> String {
     let e = String::from_utf8_lossy(&out.stderr);
-    let line = e.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default().to_owned();
+    let line = e
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .to_owned();
     // runc with --log writes logrus lines; take the msg.
     match serde_json::from_str::<Value>(&line) {
         Ok(v) if v["msg"].is_string() => v["msg"].as_str().unwrap().to_owned(),
@@ -103,9 +131,15 @@ pub fn last_err(out: &Output) -> String {
 pub fn cgroup_file(cli: &Cli, id: &str, file: &str) -> String {
     let (hier, name) = file.split_once('/').unwrap_or(("", file));
     for d in cli.cgroup_dirs(id) {
-        let parent_hier = d.strip_prefix("/sys/fs/cgroup").ok().and_then(|r| r.components().next()).map(|c| c.as_os_str().to_string_lossy().into_owned());
+        let parent_hier = d
+            .strip_prefix("/sys/fs/cgroup")
+            .ok()
+            .and_then(|r| r.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
         if parent_hier.as_deref() == Some(hier) || (hier.is_empty() && d.join(name).exists()) {
-            return std::fs::read_to_string(d.join(name)).map(|s| s.trim().to_owned()).unwrap_or_else(|_| "<missing>".into());
+            return std::fs::read_to_string(d.join(name))
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_else(|_| "<missing>".into());
         }
     }
     "<missing>".into()

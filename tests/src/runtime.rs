@@ -10,7 +10,10 @@ pub fn runc_rs_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("current_exe");
     // <target>/<profile>/deps/<test-binary>
-    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile dir");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
     profile_dir.join("runc-rs")
 }
 
@@ -34,11 +37,20 @@ static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize:
 
 impl Cli {
     pub fn new(bin: PathBuf) -> Cli {
-        assert!(bin.exists(), "runtime binary {} missing: build it first (cargo build -p runc-rs)", bin.display());
+        assert!(
+            bin.exists(),
+            "runtime binary {} missing: build it first (cargo build -p runc-rs)",
+            bin.display()
+        );
         let root = testdata::temp_dir().expect("temp root");
         let log = root.path().join("runtime.log");
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Cli { bin, cgroup_parent: testdata::host::cgroup_name(&format!("cli{n}")), log, root }
+        Cli {
+            bin,
+            cgroup_parent: testdata::host::cgroup_name(&format!("cli{n}")),
+            log,
+            root,
+        }
     }
 
     pub fn runc_rs() -> Cli {
@@ -47,7 +59,13 @@ impl Cli {
 
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut c = std::process::Command::new(&self.bin);
-        c.arg("--root").arg(self.root.path()).arg("--log").arg(&self.log).arg("--log-format").arg("json").args(args);
+        c.arg("--root")
+            .arg(self.root.path())
+            .arg("--log")
+            .arg(&self.log)
+            .arg("--log-format")
+            .arg("json")
+            .args(args);
         c.stdin(std::process::Stdio::null());
         c
     }
@@ -62,7 +80,10 @@ impl Cli {
     /// them would wait for the container to exit. Only stderr is kept,
     /// through a file.
     pub fn run_detached(&self, args: &[&str]) -> std::process::Output {
-        let err_path = self.root.path().join(format!("stderr-{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)));
+        let err_path = self.root.path().join(format!(
+            "stderr-{}",
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
         let err = std::fs::File::create(&err_path).expect("stderr file");
         let status = self
             .command(args)
@@ -72,7 +93,11 @@ impl Cli {
             .expect("spawn runtime");
         let stderr = std::fs::read(&err_path).unwrap_or_default();
         let _ = std::fs::remove_file(&err_path);
-        std::process::Output { status, stdout: vec![], stderr }
+        std::process::Output {
+            status,
+            stdout: vec![],
+            stderr,
+        }
     }
 
     /// Gives a bundle's spec a cgroupsPath under this CLI's parent.

@@ -66,9 +66,15 @@ pub fn run_self_where_criu_works(args: &[&str]) {
         .env("RUNC_RS_BIN", runc_rs_bin())
         .env("CARGO_TARGET_DIR", &target)
         .env("TESTDATA_TMPDIR", "/run")
-        .env("VM_ENV", format!("PATH RUST_BACKTRACE {IN_VM} RUNC_RS_BIN TESTDATA_TMPDIR"))
+        .env(
+            "VM_ENV",
+            format!("PATH RUST_BACKTRACE {IN_VM} RUNC_RS_BIN TESTDATA_TMPDIR"),
+        )
         .env("VM_TIMEOUT", "1200")
         .status()
         .expect("start the test run");
-    assert!(status.success(), "{args:?} failed where criu works ({status})");
+    assert!(
+        status.success(),
+        "{args:?} failed where criu works ({status})"
+    );
 }

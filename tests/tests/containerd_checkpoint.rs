@@ -45,8 +45,15 @@ fn checkpoint_suite() {
 }
 
 fn ctr_ok(c: &Containerd, args: &[&str]) -> String {
-    let out = c.ctr_timeout(args, SLOW).unwrap_or_else(|e| panic!("ctr {args:?}: {e}"));
-    assert!(out.status.success(), "ctr {args:?}: {}\ncontainerd log tail:\n{}", describe(&out), tail(&c.log()));
+    let out = c
+        .ctr_timeout(args, SLOW)
+        .unwrap_or_else(|e| panic!("ctr {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "ctr {args:?}: {}\ncontainerd log tail:\n{}",
+        describe(&out),
+        tail(&c.log())
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -58,13 +65,26 @@ fn tail(s: &str) -> String {
 /// The counter file as the container sees it (read by `ctr task exec`).
 fn counts(c: &Containerd, id: &str) -> Vec<u64> {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let exec_id = format!("read{}", N.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-    let out = c.ctr_timeout(&["task", "exec", "--exec-id", &exec_id, id, "cat", "/count"], SLOW).expect("ctr task exec");
-    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse().ok()).collect()
+    let exec_id = format!(
+        "read{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let out = c
+        .ctr_timeout(
+            &["task", "exec", "--exec-id", &exec_id, id, "cat", "/count"],
+            SLOW,
+        )
+        .expect("ctr task exec");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 fn start_counter(c: &Containerd, id: &str) {
-    let out = c.run(&["-d"], id, &["sh", "-c", COUNTER]).expect("ctr run -d");
+    let out = c
+        .run(&["-d"], id, &["sh", "-c", COUNTER])
+        .expect("ctr run -d");
     assert!(out.status.success(), "ctr run -d {id}: {}", describe(&out));
     wait_until("the counter to count", SLOW, || counts(c, id).len() >= 5);
 }
@@ -73,7 +93,10 @@ fn start_counter(c: &Containerd, id: &str) {
 fn remove(c: &Containerd, id: &str) {
     if c.task_status(id).is_some_and(|(_, s)| s != "STOPPED") {
         ctr_ok(c, &["task", "kill", "-s", "KILL", id]);
-        assert!(c.wait_task_status(id, "STOPPED", SLOW), "{id} stopped after KILL");
+        assert!(
+            c.wait_task_status(id, "STOPPED", SLOW),
+            "{id} stopped after KILL"
+        );
     }
     ctr_ok(c, &["task", "rm", id]);
     ctr_ok(c, &["containers", "rm", id]);
@@ -83,12 +106,17 @@ fn remove(c: &Containerd, id: &str) {
 fn live_restore(c: &Containerd, id: &str) {
     start_counter(c, id);
     let image = format!("localhost/checkpoint/{id}:1");
-    ctr_ok(c, &["containers", "checkpoint", "--task", "--rw", id, &image]);
+    ctr_ok(
+        c,
+        &["containers", "checkpoint", "--task", "--rw", id, &image],
+    );
     // ctr paused the task around the dump and resumed it: it runs on.
     let (_, status) = c.task_status(id).expect("task listed");
     assert_eq!(status, "RUNNING", "after ctr containers checkpoint");
     let before = counts(c, id).len();
-    wait_until("counting after the checkpoint", SLOW, || counts(c, id).len() > before);
+    wait_until("counting after the checkpoint", SLOW, || {
+        counts(c, id).len() > before
+    });
     remove(c, id);
 
     ctr_ok(c, &["containers", "restore", "--live", "--rw", id, &image]);
@@ -96,10 +124,15 @@ fn live_restore(c: &Containerd, id: &str) {
     assert_eq!(rstatus, "RUNNING", "restored task");
     assert_ne!(rpid, 0, "restored task has a pid");
     let at_restore = counts(c, id).len();
-    wait_until("counting after the restore", SLOW, || counts(c, id).len() >= at_restore + 5);
+    wait_until("counting after the restore", SLOW, || {
+        counts(c, id).len() >= at_restore + 5
+    });
     let all = counts(c, id);
     let expected: Vec<u64> = (1..=all.len() as u64).collect();
-    assert_eq!(all, expected, "{id}: counting went on from the checkpoint, without restart or gap");
+    assert_eq!(
+        all, expected,
+        "{id}: counting went on from the checkpoint, without restart or gap"
+    );
     remove(c, id);
 }
 
@@ -110,7 +143,10 @@ fn image_path_and_exit(c: &Containerd, id: &str, events: Option<&CtrEvents>) {
     let keep = c.dir().join(format!("{id}-keep"));
     let keep_s = keep.to_str().unwrap();
     ctr_ok(c, &["task", "checkpoint", "--image-path", keep_s, id]);
-    assert!(keep.join("inventory.img").is_file(), "criu images in {keep_s}");
+    assert!(
+        keep.join("inventory.img").is_file(),
+        "criu images in {keep_s}"
+    );
     assert_eq!(c.task_status(id).map(|t| t.1).as_deref(), Some("RUNNING"));
     if let Some(ev) = events {
         let e = ev.wait_for("/tasks/checkpointed", id, SLOW);
@@ -118,15 +154,40 @@ fn image_path_and_exit(c: &Containerd, id: &str, events: Option<&CtrEvents>) {
     }
 
     let last = c.dir().join(format!("{id}-exit"));
-    ctr_ok(c, &["task", "checkpoint", "--exit", "--image-path", last.to_str().unwrap(), id]);
-    assert!(last.join("inventory.img").is_file(), "criu images in {}", last.display());
-    assert!(c.wait_task_status(id, "STOPPED", SLOW), "--exit stopped the task");
+    ctr_ok(
+        c,
+        &[
+            "task",
+            "checkpoint",
+            "--exit",
+            "--image-path",
+            last.to_str().unwrap(),
+            id,
+        ],
+    );
+    assert!(
+        last.join("inventory.img").is_file(),
+        "criu images in {}",
+        last.display()
+    );
+    assert!(
+        c.wait_task_status(id, "STOPPED", SLOW),
+        "--exit stopped the task"
+    );
 
-    let out = c.ctr_timeout(&["task", "checkpoint", "--image-path", keep_s, id], SLOW).unwrap();
-    assert!(!out.status.success(), "checkpoint of a stopped task refused");
+    let out = c
+        .ctr_timeout(&["task", "checkpoint", "--image-path", keep_s, id], SLOW)
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "checkpoint of a stopped task refused"
+    );
     let text = describe(&out);
     assert!(text.contains("stopped"), "{text}");
-    assert!(c.task_status(id).is_some(), "the shim still serves after the refusal");
+    assert!(
+        c.task_status(id).is_some(),
+        "the shim still serves after the refusal"
+    );
     remove(c, id);
 }
 
@@ -153,18 +214,31 @@ fn go_shim_with_runc_rs() {
 #[ignore = "needs criu: run by checkpoint_suite"]
 fn rust_shim_own_runtime_name() {
     with_xdg(|env| {
-        let Some((c, _)) = rust_shim_env(env) else { return };
+        let Some((c, _)) = rust_shim_env(env) else {
+            return;
+        };
         let events = CtrEvents::start(&c);
         live_restore(&c, "rs-live");
         let e = events.wait_for("/tasks/checkpointed", "rs-live", SLOW);
-        assert!(e["checkpoint"].as_str().is_some_and(|p| !p.is_empty()), "{e}");
+        assert!(
+            e["checkpoint"].as_str().is_some_and(|p| !p.is_empty()),
+            "{e}"
+        );
 
         // Without options, containerd keeps the images in its content store.
         start_counter(&c, "rs-store");
         let name = ctr_ok(&c, &["task", "checkpoint", "rs-store"]);
         let name = name.trim();
-        assert!(name.starts_with("containerd.io/checkpoint/rs-store"), "{name}");
-        assert!(ctr_ok(&c, &["images", "ls", "-q"]).lines().any(|l| l.trim() == name), "{name} listed");
+        assert!(
+            name.starts_with("containerd.io/checkpoint/rs-store"),
+            "{name}"
+        );
+        assert!(
+            ctr_ok(&c, &["images", "ls", "-q"])
+                .lines()
+                .any(|l| l.trim() == name),
+            "{name} listed"
+        );
         remove(&c, "rs-store");
     });
 }
@@ -174,7 +248,9 @@ fn rust_shim_own_runtime_name() {
 fn rust_shim_drop_in() {
     with_xdg(|env| {
         let rs = runc_rs();
-        let Some((c, _)) = containerd_with("containerd-shim-runc-v2", Some(&rs), env) else { return };
+        let Some((c, _)) = containerd_with("containerd-shim-runc-v2", Some(&rs), env) else {
+            return;
+        };
         let events = CtrEvents::start(&c);
         image_path_and_exit(&c, "di-path", Some(&events));
         live_restore(&c, "di-live");

@@ -40,15 +40,36 @@ impl TestUser {
             return None;
         }
         for tool in ["useradd", "userdel", "newuidmap", "newgidmap"] {
-            assert!(testdata::which(tool).is_some(), "{tool} missing (apt-get install passwd uidmap)");
+            assert!(
+                testdata::which(tool).is_some(),
+                "{tool} missing (apt-get install passwd uidmap)"
+            );
         }
         let name = format!("rrs{tag}{}", std::process::id());
-        let st = Command::new("useradd").args(["-M", "-U", "-s", "/bin/sh", &name]).status().unwrap();
+        let st = Command::new("useradd")
+            .args(["-M", "-U", "-s", "/bin/sh", &name])
+            .status()
+            .unwrap();
         assert!(st.success(), "useradd {name}");
         let id = |flag: &str| -> u32 {
-            String::from_utf8(Command::new("id").args([flag, &name]).output().unwrap().stdout).unwrap().trim().parse().unwrap()
+            String::from_utf8(
+                Command::new("id")
+                    .args([flag, &name])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
         };
-        Some(TestUser { uid: id("-u"), gid: id("-g"), name, run_dir: None })
+        Some(TestUser {
+            uid: id("-u"),
+            gid: id("-g"),
+            name,
+            run_dir: None,
+        })
     }
 
     /// `prog args` as this user, in `dir`, with only PATH (and `env`).
@@ -61,7 +82,10 @@ impl TestUser {
             .args(args)
             .current_dir(dir)
             .env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .envs(env.iter().copied())
             .uid(self.uid)
             .gid(self.gid)
@@ -77,13 +101,20 @@ impl TestUser {
             f.read_to_end(&mut v).unwrap();
             v
         };
-        Output { status, stdout: read(tmp), stderr: read(tmp_err) }
+        Output {
+            status,
+            stdout: read(tmp),
+            stderr: read(tmp_err),
+        }
     }
 
     /// A /etc/subuid (or subgid) range of this user: (start, count).
     fn sub_range(&self, file: &str) -> (u32, u32) {
         let text = std::fs::read_to_string(file).unwrap();
-        let line = text.lines().find(|l| l.starts_with(&format!("{}:", self.name))).unwrap_or_else(|| panic!("no {file} range for {}", self.name));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{}:", self.name)))
+            .unwrap_or_else(|| panic!("no {file} range for {}", self.name));
         let f: Vec<&str> = line.split(':').collect();
         (f[1].parse().unwrap(), f[2].parse().unwrap())
     }
@@ -93,9 +124,15 @@ impl Drop for TestUser {
     fn drop(&mut self) {
         // Every process of the user was started by this test.
         for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            let uid = status.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|u| u.parse::<u32>().ok());
+            let uid = status
+                .lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|u| u.parse::<u32>().ok());
             if uid == Some(self.uid) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
@@ -118,15 +155,27 @@ fn chown_tree(p: &Path, uid: u32, gid: u32) {
 
 /// A busybox bundle owned by the user whose config.json is what
 /// `runc-rs spec --rootless` printed for that user, with `args`.
-fn rootless_bundle(user: &TestUser, args: &[&str], mutate: impl Fn(&mut Value)) -> (tempfile::TempDir, PathBuf) {
+fn rootless_bundle(
+    user: &TestUser,
+    args: &[&str],
+    mutate: impl Fn(&mut Value),
+) -> (tempfile::TempDir, PathBuf) {
     let tmp = testdata::temp_dir().unwrap();
     let dir = tmp.path().join("bundle");
     testdata::build_rootfs(&dir.join("rootfs")).unwrap();
     chown_tree(tmp.path(), user.uid, user.gid);
     let out = user.run(&dir, &runc_rs_bin(), &["spec", "--rootless"], &[]);
-    assert!(out.status.success(), "spec --rootless: {}", String::from_utf8_lossy(&out.stderr));
-    let mut spec: Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-    assert_eq!(spec["linux"]["uidMappings"], json!([{"containerID": 0, "hostID": user.uid, "size": 1}]));
+    assert!(
+        out.status.success(),
+        "spec --rootless: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut spec: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        spec["linux"]["uidMappings"],
+        json!([{"containerID": 0, "hostID": user.uid, "size": 1}])
+    );
     spec["process"]["terminal"] = json!(false);
     spec["process"]["args"] = json!(args);
     mutate(&mut spec);
@@ -137,7 +186,11 @@ fn rootless_bundle(user: &TestUser, args: &[&str], mutate: impl Fn(&mut Value)) 
 
 /// Runs the OBS view of a `run -d` container under runc and runc-rs, as
 /// the user; returns (runc, runc-rs) views.
-fn both_views(user: &TestUser, mutate: &dyn Fn(&mut Value), exec_flags: &[&str]) -> (String, String) {
+fn both_views(
+    user: &TestUser,
+    mutate: &dyn Fn(&mut Value),
+    exec_flags: &[&str],
+) -> (String, String) {
     let (_tmp, dir) = rootless_bundle(user, &["sleep", "1000"], mutate);
     let xdg = dir.parent().unwrap().join("xdg");
     std::fs::create_dir_all(&xdg).unwrap();
@@ -147,12 +200,22 @@ fn both_views(user: &TestUser, mutate: &dyn Fn(&mut Value), exec_flags: &[&str])
     for rt in [PathBuf::from("/usr/sbin/runc"), runc_rs_bin()] {
         let id = "rl";
         let out = user.run(&dir, &rt, &["run", "-d", id], &env);
-        assert!(out.status.success(), "{} run -d: {}", rt.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{} run -d: {}",
+            rt.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut args = vec!["exec"];
         args.extend_from_slice(exec_flags);
         args.extend([id, "sh", "-c", OBS]);
         let out = user.run(&dir, &rt, &args, &env);
-        assert!(out.status.success(), "{} exec: {}", rt.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{} exec: {}",
+            rt.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         views.push(String::from_utf8_lossy(&out.stdout).into_owned());
         if rt == runc_rs_bin() {
             // State under $XDG_RUNTIME_DIR/runc-rs, owned by the user; no cgroup made.
@@ -160,31 +223,64 @@ fn both_views(user: &TestUser, mutate: &dyn Fn(&mut Value), exec_flags: &[&str])
             assert!(state.exists(), "{} missing", state.display());
             use std::os::unix::fs::MetadataExt;
             assert_eq!(std::fs::metadata(&state).unwrap().uid(), user.uid);
-            assert!(testdata::host::cgroup_dirs(id).is_empty(), "no cgroup created for a rootless container");
+            assert!(
+                testdata::host::cgroup_dirs(id).is_empty(),
+                "no cgroup created for a rootless container"
+            );
             let ps = user.run(&dir, &rt, &["ps", "--format", "json", id], &env);
             let pids: Vec<i32> = serde_json::from_slice(&ps.stdout).unwrap_or_default();
-            assert!(!pids.is_empty(), "ps of a cgroup-less container: {}", String::from_utf8_lossy(&ps.stderr));
+            assert!(
+                !pids.is_empty(),
+                "ps of a cgroup-less container: {}",
+                String::from_utf8_lossy(&ps.stderr)
+            );
         }
         let out = user.run(&dir, &rt, &["kill", id, "KILL"], &env);
-        assert!(out.status.success(), "{} kill: {}", rt.display(), String::from_utf8_lossy(&out.stderr));
-        assert!(wait_for(10, || user.run(&dir, &rt, &["delete", id], &env).status.success()), "{} delete", rt.display());
+        assert!(
+            out.status.success(),
+            "{} kill: {}",
+            rt.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            wait_for(10, || user
+                .run(&dir, &rt, &["delete", id], &env)
+                .status
+                .success()),
+            "{} delete",
+            rt.display()
+        );
     }
-    assert!(!xdg.join("runc-rs").join("rl").exists(), "state dir removed");
+    assert!(
+        !xdg.join("runc-rs").join("rl").exists(),
+        "state dir removed"
+    );
     (views[0].clone(), views[1].clone())
 }
 
 #[test]
 fn rootless_own_id_like_runc() {
-    let Some(user) = TestUser::create("a") else { return };
+    let Some(user) = TestUser::create("a") else {
+        return;
+    };
     let (runc, rs) = both_views(&user, &|_| {}, &[]);
     assert_eq!(runc, rs, "runc (left) and runc-rs (right)");
-    assert!(rs.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["0", &user.uid.to_string(), "1"]), "own-id map: {rs}");
-    assert!(rs.contains("deny"), "setgroups denied for an own-id map: {rs}");
+    assert!(
+        rs.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["0", &user.uid.to_string(), "1"]),
+        "own-id map: {rs}"
+    );
+    assert!(
+        rs.contains("deny"),
+        "setgroups denied for an own-id map: {rs}"
+    );
 }
 
 #[test]
 fn rootless_subuid_range_through_newuidmap_like_runc() {
-    let Some(user) = TestUser::create("b") else { return };
+    let Some(user) = TestUser::create("b") else {
+        return;
+    };
     let (su, sc) = user.sub_range("/etc/subuid");
     let (sg, gc) = user.sub_range("/etc/subgid");
     assert!(sc >= 1000 && gc >= 1000, "subordinate ranges too small");
@@ -196,12 +292,17 @@ fn rootless_subuid_range_through_newuidmap_like_runc() {
     let (runc, rs) = both_views(&user, &mutate, &["--user", "1000:1000"]);
     assert_eq!(runc, rs, "runc (left) and runc-rs (right)");
     assert!(rs.starts_with("uid=1000"), "{rs}");
-    assert!(rs.contains(&su.to_string()) && rs.contains("allow"), "a subuid range, setgroups allowed: {rs}");
+    assert!(
+        rs.contains(&su.to_string()) && rs.contains("allow"),
+        "a subuid range, setgroups allowed: {rs}"
+    );
 }
 
 #[test]
 fn rootless_default_root_is_the_users_run_dir() {
-    let Some(mut user) = TestUser::create("c") else { return };
+    let Some(mut user) = TestUser::create("c") else {
+        return;
+    };
     let run_user = PathBuf::from(format!("/run/user/{}", user.uid));
     if !run_user.exists() {
         std::fs::create_dir_all(&run_user).unwrap();
@@ -212,11 +313,19 @@ fn rootless_default_root_is_the_users_run_dir() {
     let rs = runc_rs_bin();
     // No --root and no XDG_RUNTIME_DIR: /run/user/<uid>/runc-rs.
     let out = user.run(&dir, &rs, &["run", "-d", "dflt"], &[]);
-    assert!(out.status.success(), "run -d: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "run -d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(run_user.join("runc-rs/dflt/state.json").exists());
     let list = user.run(&dir, &rs, &["list", "-q"], &[]);
     assert_eq!(String::from_utf8_lossy(&list.stdout), "dflt\n");
     let out = user.run(&dir, &rs, &["delete", "--force", "dflt"], &[]);
-    assert!(out.status.success(), "delete --force: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "delete --force: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!run_user.join("runc-rs/dflt").exists());
 }

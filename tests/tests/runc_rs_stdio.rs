@@ -26,10 +26,16 @@ echo reopened >/proc/self/fd/1 || echo reopen-failed
 "#;
 
 fn userns(s: &mut Value) {
-    s["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    s["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
     s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
     s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
-    s["mounts"].as_array_mut().unwrap().retain(|m| m["type"] != "cgroup");
+    s["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["type"] != "cgroup");
 }
 
 fn sleeper(cli: &Cli, id: &str, mutate: impl Fn(&mut Value)) -> Running {
@@ -37,22 +43,39 @@ fn sleeper(cli: &Cli, id: &str, mutate: impl Fn(&mut Value)) -> Running {
 }
 
 /// `run` in the foreground of a bundle running `args` (after `mutate`).
-fn run_fg(cli: &Cli, id: &str, args: &[&str], mutate: impl Fn(&mut Value), stdin: Option<&[u8]>) -> Output {
+fn run_fg(
+    cli: &Cli,
+    id: &str,
+    args: &[&str],
+    mutate: impl Fn(&mut Value),
+    stdin: Option<&[u8]>,
+) -> Output {
     let mut b = testdata::Bundle::with_args(args).expect("bundle");
     cli.place(&mut b.spec, id);
     mutate(&mut b.spec);
     b.write_spec().expect("write spec");
     let mut cmd = cli.command(&["run", "--bundle", b.dir.to_str().unwrap(), id]);
     let out = with_stdin(&mut cmd, stdin);
-    assert!(cli.state(id).is_none(), "{}: run left {id} behind", cli.bin.display());
+    assert!(
+        cli.state(id).is_none(),
+        "{}: run left {id} behind",
+        cli.bin.display()
+    );
     out
 }
 
 /// Runs `cmd` to completion with `stdin` written to it (then closed), or
 /// with no stdin at all.
 fn with_stdin(cmd: &mut std::process::Command, stdin: Option<&[u8]>) -> Output {
-    let Some(data) = stdin else { return cmd.output().expect("spawn runtime") };
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn runtime");
+    let Some(data) = stdin else {
+        return cmd.output().expect("spawn runtime");
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn runtime");
     let mut w = child.stdin.take().unwrap();
     let data = data.to_vec();
     let writer = std::thread::spawn(move || {
@@ -75,11 +98,18 @@ fn exec_foreground_stdio_is_pipes_of_the_container_root_like_runc() {
         let plain = sleeper(cli, "s-plain", |_| {});
         let user = sleeper(cli, "s-userns", userns);
         for c in [&plain, &user] {
-            seen.push(stdout_ok(cli, &exec(cli, &[], &c.id, &["sh", "-c", STDIO_VIEW])));
+            seen.push(stdout_ok(
+                cli,
+                &exec(cli, &[], &c.id, &["sh", "-c", STDIO_VIEW]),
+            ));
         }
     }
     assert_eq!(seen[..2], seen[2..], "runc (left) and runc-rs (right)");
-    assert!(seen[3].starts_with("fd0 pipe 0 0 600\nfd1 pipe 0 0 600\nfd2 pipe 0 0 600\nreopened"), "{}", seen[3]);
+    assert!(
+        seen[3].starts_with("fd0 pipe 0 0 600\nfd1 pipe 0 0 600\nfd2 pipe 0 0 600\nreopened"),
+        "{}",
+        seen[3]
+    );
 }
 
 #[test]
@@ -88,12 +118,27 @@ fn run_foreground_stdio_is_pipes_of_the_container_root_like_runc() {
     let script = format!("{STDIO_VIEW}\ncat; exit 5");
     let mut seen = vec![];
     for (rt, cli) in p.both() {
-        let out = run_fg(cli, "s-run", &["sh", "-c", &script], userns, Some(b"from-stdin\n"));
-        assert_eq!(out.status.code(), Some(5), "{rt}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run_fg(
+            cli,
+            "s-run",
+            &["sh", "-c", &script],
+            userns,
+            Some(b"from-stdin\n"),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(5),
+            "{rt}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         seen.push(text(&out));
     }
     assert_eq!(seen[0], seen[1], "runc (left) and runc-rs (right)");
-    assert!(seen[1].starts_with("fd0 pipe 0 0 600\n") && seen[1].ends_with("reopened\nfrom-stdin\n"), "{}", seen[1]);
+    assert!(
+        seen[1].starts_with("fd0 pipe 0 0 600\n") && seen[1].ends_with("reopened\nfrom-stdin\n"),
+        "{}",
+        seen[1]
+    );
 }
 
 /// 1 MiB through stdout, and stderr, all there when the exit is reported.
@@ -101,14 +146,29 @@ fn run_foreground_stdio_is_pipes_of_the_container_root_like_runc() {
 fn foreground_output_is_complete_before_the_exit_like_runc() {
     let Some(p) = Pair::new() else { return };
     let script = "yes 0123456789abcdef | head -c 1048576; echo err-line >&2; exit 4";
-    let want: Vec<u8> = b"0123456789abcdef\n".iter().copied().cycle().take(1 << 20).collect();
+    let want: Vec<u8> = b"0123456789abcdef\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(1 << 20)
+        .collect();
     for (rt, cli) in p.both() {
         let c = sleeper(cli, "s-big", |_| {});
-        let outs = [exec(cli, &[], &c.id, &["sh", "-c", script]), run_fg(cli, "s-bigrun", &["sh", "-c", script], |_| {}, None)];
+        let outs = [
+            exec(cli, &[], &c.id, &["sh", "-c", script]),
+            run_fg(cli, "s-bigrun", &["sh", "-c", script], |_| {}, None),
+        ];
         for (what, out) in ["exec", "run"].iter().zip(outs) {
             assert_eq!(out.status.code(), Some(4), "{rt} {what}");
-            assert!(out.stdout == want, "{rt} {what}: {} bytes of stdout, not the 1 MiB written", out.stdout.len());
-            assert!(String::from_utf8_lossy(&out.stderr).contains("err-line"), "{rt} {what}");
+            assert!(
+                out.stdout == want,
+                "{rt} {what}: {} bytes of stdout, not the 1 MiB written",
+                out.stdout.len()
+            );
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("err-line"),
+                "{rt} {what}"
+            );
         }
     }
 }
@@ -122,16 +182,43 @@ fn foreground_stdin_is_copied_and_closed_like_runc() {
     for (rt, cli) in p.both() {
         let c = sleeper(cli, "s-in", |_| {});
         let out = with_stdin(&mut cli.command(&["exec", &c.id, "cat"]), Some(&input));
-        assert_eq!(out.status.code(), Some(0), "{rt}: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.stdout == input, "{rt}: {} bytes back of {}", out.stdout.len(), input.len());
-        let out = with_stdin(&mut cli.command(&["exec", &c.id, "sh", "-c", "wc -c; exit 3"]), Some(b"12345"));
-        assert_eq!((out.status.code(), text(&out).trim()), (Some(3), "5"), "{rt}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{rt}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == input,
+            "{rt}: {} bytes back of {}",
+            out.stdout.len(),
+            input.len()
+        );
+        let out = with_stdin(
+            &mut cli.command(&["exec", &c.id, "sh", "-c", "wc -c; exit 3"]),
+            Some(b"12345"),
+        );
+        assert_eq!(
+            (out.status.code(), text(&out).trim()),
+            (Some(3), "5"),
+            "{rt}"
+        );
 
         let mut open = cli.command(&["exec", &c.id, "sh", "-c", "echo done; exit 6"]);
-        let mut child = open.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let mut child = open
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let stdin = child.stdin.take();
         let mut status = None;
-        assert!(wait_for(10, || { status = child.try_wait().unwrap(); status.is_some() }), "{rt}: hangs on an open stdin");
+        assert!(
+            wait_for(10, || {
+                status = child.try_wait().unwrap();
+                status.is_some()
+            }),
+            "{rt}: hangs on an open stdin"
+        );
         drop(stdin);
         assert_eq!(status.unwrap().code(), Some(6), "{rt}");
     }
@@ -145,24 +232,48 @@ fn detached_stdio_is_passed_as_is_like_runc() {
         let c = sleeper(cli, "s-det", |_| {});
         let file = c.bundle.dir.join("out");
         let status = cli
-            .command(&["exec", "-d", &c.id, "sh", "-c", "exec 3>&1; readlink /proc/self/fd/3 >&2; echo x"])
+            .command(&[
+                "exec",
+                "-d",
+                &c.id,
+                "sh",
+                "-c",
+                "exec 3>&1; readlink /proc/self/fd/3 >&2; echo x",
+            ])
             .stdout(std::fs::File::create(&file).unwrap())
             .stderr(std::fs::File::create(c.bundle.dir.join("err")).unwrap())
             .status()
             .unwrap();
         assert!(status.success(), "{rt}");
-        assert!(wait_for(10, || std::fs::read_to_string(&file).unwrap_or_default() == "x\n"), "{rt}");
+        assert!(
+            wait_for(10, || std::fs::read_to_string(&file).unwrap_or_default()
+                == "x\n"),
+            "{rt}"
+        );
         let link = std::fs::read_to_string(c.bundle.dir.join("err")).unwrap();
-        assert!(!link.starts_with("pipe:") && link.trim_end().ends_with("/out"), "{rt}: {link:?}");
+        assert!(
+            !link.starts_with("pipe:") && link.trim_end().ends_with("/out"),
+            "{rt}: {link:?}"
+        );
     }
 }
 
 /// `script` runs the runtime on a pty of its own; what reaches it, with the
 /// runtime's exit code.
 fn under_script(cli: &Cli, args: &str) -> (Option<i32>, String) {
-    let cmd = format!("{} --root {} {args}", cli.bin.display(), cli.root.path().display());
-    let out = std::process::Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(Stdio::null()).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).replace("^@", "").replace('\0', "");
+    let cmd = format!(
+        "{} --root {} {args}",
+        cli.bin.display(),
+        cli.root.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout)
+        .replace("^@", "")
+        .replace('\0', "");
     (out.status.code(), text)
 }
 
@@ -180,17 +291,30 @@ fn run_terminal_without_console_socket_like_runc() {
         b.write_spec().unwrap();
         let (code, text) = under_script(cli, &format!("run --bundle {} s-tty", b.dir.display()));
         assert_eq!(code, Some(3), "{rt}: {text}");
-        assert!(cli.state("s-tty").is_none() && cli.cgroup_dirs("s-tty").is_empty(), "{rt}: left behind");
+        assert!(
+            cli.state("s-tty").is_none() && cli.cgroup_dirs("s-tty").is_empty(),
+            "{rt}: left behind"
+        );
         seen.push(text);
     }
     // runc clears onlcr on the pty from a goroutine that races the process
     // (under load the process may see it set, and write "\r\n" that our
     // terminal turns into "\r\r\n"); runc-rs does it before the start.
     assert!(seen[1].contains("\r\n-onlcr\r\n"), "{:?}", seen[1]);
-    let seen: Vec<String> =
-        seen.iter().map(|s| s.replace("\r\r\n", "\r\n").replace("\n-onlcr\r\n", "\n").replace("\nonlcr\r\n", "\n")).collect();
+    let seen: Vec<String> = seen
+        .iter()
+        .map(|s| {
+            s.replace("\r\r\n", "\r\n")
+                .replace("\n-onlcr\r\n", "\n")
+                .replace("\nonlcr\r\n", "\n")
+        })
+        .collect();
     assert_eq!(seen[0], seen[1], "runc (left) and runc-rs (right)");
-    assert!(seen[1].starts_with("/dev/pts/0\r\n") && seen[1].ends_with("out\r\n"), "{:?}", seen[1]);
+    assert!(
+        seen[1].starts_with("/dev/pts/0\r\n") && seen[1].ends_with("out\r\n"),
+        "{:?}",
+        seen[1]
+    );
 }
 
 /// The terminal refusals of `run`: no terminal of ours to relay to, -d
@@ -215,20 +339,36 @@ fn run_terminal_refusals_like_runc() {
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{rt}");
         let msg = last_err(&out).to_lowercase();
-        assert!(msg.contains("open /dev/tty: no such device or address"), "{rt}: {msg}");
+        assert!(
+            msg.contains("open /dev/tty: no such device or address"),
+            "{rt}: {msg}"
+        );
         let detached = cli.run_detached(&["run", "-d", "--bundle", bundle, "s-ttyno"]);
         let sock = b.dir.join("none.sock");
         b.spec["process"]["terminal"] = json!(false);
         b.write_spec().unwrap();
-        let socket = cli.run(&["run", "--console-socket", sock.to_str().unwrap(), "--bundle", bundle, "s-ttyno"]);
+        let socket = cli.run(&[
+            "run",
+            "--console-socket",
+            sock.to_str().unwrap(),
+            "--bundle",
+            bundle,
+            "s-ttyno",
+        ]);
         for out in [&detached, &socket] {
             assert_eq!(out.status.code(), Some(1), "{rt}");
             // Past the command's own prefix, which differs.
             let msg = last_err(out);
             msgs.push(msg.rsplit(": ").next().unwrap_or_default().to_owned());
         }
-        assert!(cli.state("s-ttyno").is_none() && cli.cgroup_dirs("s-ttyno").is_empty(), "{rt}: left behind");
+        assert!(
+            cli.state("s-ttyno").is_none() && cli.cgroup_dirs("s-ttyno").is_empty(),
+            "{rt}: left behind"
+        );
     }
     assert_eq!(msgs[..2], msgs[2..], "runc (left) and runc-rs (right)");
-    assert_eq!(msgs[2], "cannot allocate tty if runc will detach without setting console socket");
+    assert_eq!(
+        msgs[2],
+        "cannot allocate tty if runc will detach without setting console socket"
+    );
 }

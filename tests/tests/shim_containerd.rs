@@ -415,9 +415,16 @@ fn drop_in_with_runc_binary_option_crun() {
     // containerd 2.x's ctr): its own error must come back through the shim
     // (from its JSON log), and the failed create must leave nothing behind
     // (rootfs unmounted, no shim).
-    let refusals = ["OCI runtime create failed: cgroups in hybrid mode", "OCI runtime create failed: unknown version specified"];
+    let refusals = [
+        "OCI runtime create failed: cgroups in hybrid mode",
+        "OCI runtime create failed: unknown version specified",
+    ];
     if err.contains("hybrid mode not supported") || err.contains("unknown version specified") {
-        assert!(refusals.iter().any(|r| err.contains(r)), "{}", describe(&out));
+        assert!(
+            refusals.iter().any(|r| err.contains(r)),
+            "{}",
+            describe(&out)
+        );
         let _ = c.ctr(&["container", "rm", "crun-probe"]);
         assert_clean(&c, &["crun-probe"]);
         eprintln!(

@@ -14,14 +14,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use containerd_shim_protos::api::{
-    CheckpointTaskRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, KillRequest, ShutdownRequest,
-    StartRequest, StateRequest, StatsRequest, Status, WaitRequest,
+    CheckpointTaskRequest, CreateTaskRequest, DeleteRequest, ExecProcessRequest, KillRequest,
+    ShutdownRequest, StartRequest, StateRequest, StatsRequest, Status, WaitRequest,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{CodedOutputStream, MessageField};
+use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::types::mount::Mount;
 use integration_tests::containerd::{runtime_under_test, CgroupParent};
-use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use integration_tests::shim_rs::{ctx, runc_options, runc_rs, status_code, wait_until, ServedShim};
 use ttrpc::Code;
 
@@ -304,7 +304,10 @@ fn checkpoint_errors(c: &TaskClient, good_bundle: &Path) {
     let (code_, msg) = status_code(checkpoint(c, "quick", img_s, None));
     assert_eq!(code_, Code::FAILED_PRECONDITION, "{msg}");
     assert!(msg.contains("stopped"), "{msg}");
-    assert_eq!(status_code(checkpoint(c, "nope", img_s, None)).0, Code::NOT_FOUND);
+    assert_eq!(
+        status_code(checkpoint(c, "nope", img_s, None)).0,
+        Code::NOT_FOUND
+    );
     let (code_, msg) = status_code(checkpoint(c, "good1", "", None));
     assert_eq!(code_, Code::INVALID_ARGUMENT, "{msg}");
     let mut wrong = Any::new();
@@ -313,15 +316,31 @@ fn checkpoint_errors(c: &TaskClient, good_bundle: &Path) {
     assert_eq!(code_, Code::INVALID_ARGUMENT, "{msg}");
     assert!(msg.contains("CheckpointOptions"), "{msg}");
     match checkpoint(c, "good1", img_s, None) {
-        Ok(()) => assert!(img.join("inventory.img").is_file(), "criu images in {img_s}"),
+        Ok(()) => assert!(
+            img.join("inventory.img").is_file(),
+            "criu images in {img_s}"
+        ),
         Err(e) => {
             let msg = format!("{e:?}");
             assert!(msg.contains("criu-dump.log"), "{msg}");
-            assert!(good_bundle.join("criu-dump.log").is_file(), "criu's log kept");
+            assert!(
+                good_bundle.join("criu-dump.log").is_file(),
+                "criu's log kept"
+            );
         }
     }
     let st = c
-        .state(ctx(), &StateRequest { id: "good1".into(), ..Default::default() })
+        .state(
+            ctx(),
+            &StateRequest {
+                id: "good1".into(),
+                ..Default::default()
+            },
+        )
         .expect("State");
-    assert_eq!(st.status.enum_value(), Ok(Status::RUNNING), "good1 runs on after its checkpoint");
+    assert_eq!(
+        st.status.enum_value(),
+        Ok(Status::RUNNING),
+        "good1 runs on after its checkpoint"
+    );
 }

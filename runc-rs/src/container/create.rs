@@ -3,7 +3,10 @@
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceType, LinuxResources, Spec};
+use oci_spec::runtime::{
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceType,
+    LinuxResources, Spec,
+};
 
 use super::{hook_state, io_err, ContainerError};
 use crate::process::{parent, LaunchConfig};
@@ -22,11 +25,15 @@ pub struct CreateOpts {
 }
 
 pub fn create(root: &Path, opts: &CreateOpts) -> Result<ContainerState, ContainerError> {
-    let bundle = std::path::absolute(&opts.bundle).map_err(io_err(format!("bundle {}", opts.bundle.display())))?;
+    let bundle = std::path::absolute(&opts.bundle)
+        .map_err(io_err(format!("bundle {}", opts.bundle.display())))?;
     let spec = crate::spec::load(&bundle)?;
     let rootfs = crate::spec::rootfs_path(&spec, &bundle);
     if !rootfs.is_dir() {
-        return Err(ContainerError::Precondition(format!("root.path: rootfs {} does not exist or is not a directory", rootfs.display())));
+        return Err(ContainerError::Precondition(format!(
+            "root.path: rootfs {} does not exist or is not a directory",
+            rootfs.display()
+        )));
     }
     let dir = state::create_dir(root, &opts.id)?;
     let mut st = ContainerState {
@@ -36,7 +43,12 @@ pub fn create(root: &Path, opts: &CreateOpts) -> Result<ContainerState, Containe
         bundle: bundle.clone(),
         rootfs: rootfs.clone(),
         created: rfc3339_nano(std::time::SystemTime::now()),
-        annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+        annotations: spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
         cgroup: None,
         shared_pid_ns: !has_new_ns(&spec, LinuxNamespaceType::Pid),
         hooks: spec.hooks().clone(),
@@ -50,7 +62,10 @@ pub fn create(root: &Path, opts: &CreateOpts) -> Result<ContainerState, Containe
             // runs, remove the cgroup and state, then run poststop hooks.
             if st.pid > 0 {
                 // init is our child (CLONE_PARENT): kill and reap it.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), nix::sys::signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(st.pid),
+                    nix::sys::signal::SIGKILL,
+                );
                 let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(st.pid), None);
             }
             if let Some(cg) = &st.cgroup {
@@ -65,12 +80,26 @@ pub fn create(root: &Path, opts: &CreateOpts) -> Result<ContainerState, Containe
 }
 
 fn has_new_ns(spec: &Spec, t: LinuxNamespaceType) -> bool {
-    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).into_iter().flatten().any(|n| n.typ() == t)
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+        .any(|n| n.typ() == t)
 }
 
-fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut ContainerState) -> Result<(), ContainerError> {
+fn create_in(
+    root: &Path,
+    dir: &Path,
+    opts: &CreateOpts,
+    spec: Spec,
+    st: &mut ContainerState,
+) -> Result<(), ContainerError> {
     let linux = spec.linux().clone().unwrap_or_default();
-    let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
+    let cgroups_path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
     let cg = cgroups::Manager::new(cgroups_path.as_deref(), &opts.id)?;
     st.cgroup = Some(cg.clone());
     setup_cgroup(root, st, &spec, cgroups_path.as_deref())?;
@@ -94,11 +123,20 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
         cgroup: st.cgroup.clone(),
         // The manager knows the mode already: no statfs again.
         cgroup_unified: cg.mode() == cgroups::CgroupMode::Unified,
-        cgroup_dirs: st.cgroup.as_ref().map(|c| c.paths().into_iter().collect()).unwrap_or_default(),
+        cgroup_dirs: st
+            .cgroup
+            .as_ref()
+            .map(|c| c.paths().into_iter().collect())
+            .unwrap_or_default(),
         extra_env,
     };
     let snapshot = st.clone();
-    let pid_file = opts.pid_file.as_deref().map(std::path::absolute).transpose().map_err(io_err("pid-file"))?;
+    let pid_file = opts
+        .pid_file
+        .as_deref()
+        .map(std::path::absolute)
+        .transpose()
+        .map_err(io_err("pid-file"))?;
     // Written while init sets up, put in place once it is ready.
     let mut staged = None;
     log::debug!("create: launching init");
@@ -120,7 +158,11 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
     // container.Start), not at `start`: they see the status "created", and
     // their failure fails `create`.
     let poststart = st.hooks.as_ref().and_then(|h| h.poststart().clone());
-    crate::hooks::run_all("poststart", poststart.as_ref(), &hook_state(st, Status::Created))?;
+    crate::hooks::run_all(
+        "poststart",
+        poststart.as_ref(),
+        &hook_state(st, Status::Created),
+    )?;
     if let Some(pf) = records.pid_file {
         pf.commit()?;
     }
@@ -131,9 +173,16 @@ fn create_in(root: &Path, dir: &Path, opts: &CreateOpts, spec: Spec, st: &mut Co
 /// crash from there on still leaves `delete --force` enough to remove the
 /// cgroup. Rootless, as runc: a cgroup the user may not create is skipped
 /// when nothing asked for one (see rootless::skip_cgroup).
-fn setup_cgroup(root: &Path, st: &mut ContainerState, spec: &Spec, cgroups_path: Option<&str>) -> Result<(), ContainerError> {
+fn setup_cgroup(
+    root: &Path,
+    st: &mut ContainerState,
+    spec: &Spec,
+    cgroups_path: Option<&str>,
+) -> Result<(), ContainerError> {
     st.save(root)?;
-    let Some(cg) = st.cgroup.clone() else { return Ok(()) };
+    let Some(cg) = st.cgroup.clone() else {
+        return Ok(());
+    };
     log::debug!("create: creating cgroup");
     match cg.create() {
         Err(e) if crate::rootless::skip_cgroup(&e, cgroups_path, spec) => {
@@ -152,9 +201,16 @@ fn setup_cgroup(root: &Path, st: &mut ContainerState, spec: &Spec, cgroups_path:
 fn open_exec_fifo(dir: &Path, spec: &Spec) -> Result<OwnedFd, ContainerError> {
     let fifo_path = dir.join(state::EXEC_FIFO);
     make_exec_fifo(&fifo_path, spec)?;
-    nix::fcntl::open(&fifo_path, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
-        .map_err(|source| ContainerError::Sys { what: format!("open {}", fifo_path.display()), source })
+    nix::fcntl::open(
+        &fifo_path,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+    .map_err(|source| ContainerError::Sys {
+        what: format!("open {}", fifo_path.display()),
+        source,
+    })
 }
 
 /// The records `create` leaves once init is ready: state.json with init's
@@ -167,7 +223,12 @@ struct Records {
 
 /// Stages the [`Records`] as soon as init exists (its start time is fixed
 /// from then on), while init prepares the rootfs.
-fn stage_records(root: &Path, snapshot: &ContainerState, pid: i32, pid_file: Option<&Path>) -> Result<Records, ContainerError> {
+fn stage_records(
+    root: &Path,
+    snapshot: &ContainerState,
+    pid: i32,
+    pid_file: Option<&Path>,
+) -> Result<Records, ContainerError> {
     let mut s = snapshot.clone();
     s.pid = pid;
     s.start_time = proc_stat(pid).map(|p| p.start_time).unwrap_or(0);
@@ -176,7 +237,11 @@ fn stage_records(root: &Path, snapshot: &ContainerState, pid: i32, pid_file: Opt
         Some(p) => Some(Staged::write(p, pid.to_string().as_bytes())?),
         None => None,
     };
-    Ok(Records { state, pid_file, start_time: s.start_time })
+    Ok(Records {
+        state,
+        pid_file,
+        start_time: s.start_time,
+    })
 }
 
 /// exec.fifo, writable by the container's root whoever it is, as runc makes
@@ -188,7 +253,10 @@ fn make_exec_fifo(path: &Path, spec: &Spec) -> Result<(), ContainerError> {
     let old = umask(Mode::empty());
     let res = nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o622));
     umask(old);
-    res.map_err(|source| ContainerError::Sys { what: format!("mkfifo {}", path.display()), source })?;
+    res.map_err(|source| ContainerError::Sys {
+        what: format!("mkfifo {}", path.display()),
+        source,
+    })?;
     let linux = spec.linux().as_ref();
     let root_of = |maps: Option<&Vec<oci_spec::runtime::LinuxIdMapping>>| {
         maps.into_iter()
@@ -200,22 +268,40 @@ fn make_exec_fifo(path: &Path, spec: &Spec) -> Result<(), ContainerError> {
     let uid = root_of(linux.and_then(|l| l.uid_mappings().as_ref()));
     let gid = root_of(linux.and_then(|l| l.gid_mappings().as_ref()));
     if uid != 0 || gid != 0 {
-        nix::unistd::chown(path, Some(uid.into()), Some(gid.into()))
-            .map_err(|source| ContainerError::Sys { what: format!("chown {}", path.display()), source })?;
+        nix::unistd::chown(path, Some(uid.into()), Some(gid.into())).map_err(|source| {
+            ContainerError::Sys {
+                what: format!("chown {}", path.display()),
+                source,
+            }
+        })?;
     }
     Ok(())
 }
 
 /// systemd socket activation: LISTEN_FDS fds pass through, with LISTEN_PID=1.
 fn listen_fds() -> (i32, Vec<String>) {
-    match std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse::<i32>().ok()) {
-        Some(n) if n > 0 => (n, vec![format!("LISTEN_FDS={n}"), "LISTEN_PID=1".to_owned()]),
+    match std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        Some(n) if n > 0 => (
+            n,
+            vec![format!("LISTEN_FDS={n}"), "LISTEN_PID=1".to_owned()],
+        ),
         _ => (0, vec![]),
     }
 }
 
-fn rule(typ: LinuxDeviceType, major: Option<i64>, minor: Option<i64>, access: &str) -> LinuxDeviceCgroup {
-    let mut b = LinuxDeviceCgroupBuilder::default().allow(true).typ(typ).access(access.to_owned());
+fn rule(
+    typ: LinuxDeviceType,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> LinuxDeviceCgroup {
+    let mut b = LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .typ(typ)
+        .access(access.to_owned());
     if let Some(m) = major {
         b = b.major(m);
     }
@@ -234,13 +320,24 @@ pub(crate) fn effective_resources(spec: &Spec) -> LinuxResources {
     let linux = spec.linux().clone().unwrap_or_default();
     let mut res = linux.resources().clone().unwrap_or_default();
     let mut rules: Vec<LinuxDeviceCgroup> = res.devices().clone().unwrap_or_default();
-    let redefined = |path: &str| linux.devices().iter().flatten().any(|d| d.path() == Path::new(path));
+    let redefined = |path: &str| {
+        linux
+            .devices()
+            .iter()
+            .flatten()
+            .any(|d| d.path() == Path::new(path))
+    };
     use LinuxDeviceType::{B, C};
     rules.push(rule(C, None, None, "m"));
     rules.push(rule(B, None, None, "m"));
     for node in crate::rootfs::devices::default_nodes() {
         if !redefined(&node.path.to_string_lossy()) {
-            rules.push(rule(C, Some(node.major as i64), Some(node.minor as i64), "rwm"));
+            rules.push(rule(
+                C,
+                Some(node.major as i64),
+                Some(node.minor as i64),
+                "rwm",
+            ));
         }
     }
     rules.push(rule(C, Some(136), None, "rwm"));

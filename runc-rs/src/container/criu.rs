@@ -43,7 +43,10 @@ pub fn check_version(criu: &str) -> Result<u32, ContainerError> {
         let why = if e.kind() == std::io::ErrorKind::NotFound && !criu.contains('/') {
             format!("exec: {criu:?}: executable file not found in $PATH")
         } else {
-            let text = e.raw_os_error().map(|c| nix::Error::from_raw(c).desc().to_lowercase()).unwrap_or_else(|| e.to_string());
+            let text = e
+                .raw_os_error()
+                .map(|c| nix::Error::from_raw(c).desc().to_lowercase())
+                .unwrap_or_else(|| e.to_string());
             format!("fork/exec {criu}: {text}")
         };
         bad(format!("CRIU version check failed: {why}"))
@@ -53,12 +56,23 @@ pub fn check_version(criu: &str) -> Result<u32, ContainerError> {
         .lines()
         .find_map(|l| l.trim().strip_prefix("Version:"))
         .and_then(|v| {
-            let n: Vec<u32> = v.trim().split('.').map(|p| p.parse().unwrap_or(0)).collect();
+            let n: Vec<u32> = v
+                .trim()
+                .split('.')
+                .map(|p| p.parse().unwrap_or(0))
+                .collect();
             Some(n.first()? * 10000 + n.get(1).unwrap_or(&0) * 100 + n.get(2).unwrap_or(&0))
         })
-        .ok_or_else(|| bad(format!("CRIU version check failed: unexpected output of {criu} --version: {}", text.trim())))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "CRIU version check failed: unexpected output of {criu} --version: {}",
+                text.trim()
+            ))
+        })?;
     if version < 30000 {
-        return Err(bad(format!("CRIU version {version} must be 30000 or higher")));
+        return Err(bad(format!(
+            "CRIU version {version} must be 30000 or higher"
+        )));
     }
     Ok(version)
 }
@@ -69,7 +83,9 @@ impl CriuOpts {
     pub fn images(&self) -> Result<PathBuf, ContainerError> {
         let p = match &self.image_path {
             Some(p) => std::path::absolute(p).map_err(super::io_err("image path"))?,
-            None => std::env::current_dir().map_err(super::io_err("current directory"))?.join("checkpoint"),
+            None => std::env::current_dir()
+                .map_err(super::io_err("current directory"))?
+                .join("checkpoint"),
         };
         std::fs::create_dir_all(&p).map_err(super::io_err(format!("create {}", p.display())))?;
         Ok(p)
@@ -81,20 +97,31 @@ impl CriuOpts {
     /// does not manage network devices), orphan pty masters (a terminal's
     /// master lives outside the container) and runc's config file. The
     /// returned files must stay open until criu is done.
-    pub fn rpc_opts(&self, images: &Path, log_file: &str, root: &Path, annotations: &std::collections::BTreeMap<String, String>) -> Result<(Pb, Vec<std::fs::File>), ContainerError> {
+    pub fn rpc_opts(
+        &self,
+        images: &Path,
+        log_file: &str,
+        root: &Path,
+        annotations: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(Pb, Vec<std::fs::File>), ContainerError> {
         let mut keep = vec![];
-        let images_dir = std::fs::File::open(images).map_err(super::io_err(format!("open {}", images.display())))?;
+        let images_dir = std::fs::File::open(images)
+            .map_err(super::io_err(format!("open {}", images.display())))?;
         let mut o = Pb::default();
         o.int(1, std::os::fd::AsRawFd::as_raw_fd(&images_dir));
         keep.push(images_dir);
         if let Some(w) = &self.work_path {
             let w = std::path::absolute(w).map_err(super::io_err("work path"))?;
-            std::fs::create_dir_all(&w).map_err(super::io_err(format!("create {}", w.display())))?;
-            let dir = std::fs::File::open(&w).map_err(super::io_err(format!("open {}", w.display())))?;
+            std::fs::create_dir_all(&w)
+                .map_err(super::io_err(format!("create {}", w.display())))?;
+            let dir =
+                std::fs::File::open(&w).map_err(super::io_err(format!("open {}", w.display())))?;
             o.int(17, std::os::fd::AsRawFd::as_raw_fd(&dir));
             keep.push(dir);
         }
-        o.int(9, 4).string(10, log_file).string(13, &root.display().to_string());
+        o.int(9, 4)
+            .string(10, log_file)
+            .string(13, &root.display().to_string());
         o.flag(24, true).flag(12, true);
         match self.manage_cgroups_mode.as_deref() {
             None | Some("") => {}
@@ -109,7 +136,13 @@ impl CriuOpts {
             }
             Some(_) => return Err(bad("Invalid manage cgroups mode")),
         }
-        for (on, field) in [(self.ext_unix_sk, 4), (self.tcp_established, 5), (self.shell_job, 7), (self.file_locks, 8), (self.auto_dedup, 16)] {
+        for (on, field) in [
+            (self.ext_unix_sk, 4),
+            (self.tcp_established, 5),
+            (self.shell_job, 7),
+            (self.file_locks, 8),
+            (self.auto_dedup, 16),
+        ] {
             if on {
                 o.flag(field, true);
             }
@@ -137,7 +170,9 @@ impl CriuOpts {
     /// Where criu writes `log_file` (the work dir, else the image dir).
     pub fn log_path(&self, images: &Path, log_file: &str) -> PathBuf {
         match &self.work_path {
-            Some(w) => std::path::absolute(w).unwrap_or_else(|_| w.clone()).join(log_file),
+            Some(w) => std::path::absolute(w)
+                .unwrap_or_else(|_| w.clone())
+                .join(log_file),
             None => images.join(log_file),
         }
     }

@@ -13,7 +13,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use nix::sys::socket::{recvmsg, send, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, send, socketpair, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+};
 
 use super::ContainerError;
 
@@ -152,8 +154,16 @@ pub fn call(
     notify: &mut dyn FnMut(Notice) -> Result<(), ContainerError>,
     log: &std::path::Path,
 ) -> Result<i32, ContainerError> {
-    let (ours, theirs) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(|source| ContainerError::Sys { what: "criu socketpair".into(), source })?;
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|source| ContainerError::Sys {
+        what: "criu socketpair".into(),
+        source,
+    })?;
     let their_fd: RawFd = theirs.as_raw_fd();
     let mut cmd = Command::new(criu);
     cmd.args(["swrk", "3"]);
@@ -163,14 +173,20 @@ pub fn call(
                 f()?;
             }
             // criu's end as fd 3, open across exec.
-            let rc = if their_fd == 3 { libc::fcntl(3, libc::F_SETFD, 0) } else { libc::dup2(their_fd, 3) };
+            let rc = if their_fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(their_fd, 3)
+            };
             if rc < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(super::io_err(format!("start {criu} swrk")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(super::io_err(format!("start {criu} swrk")))?;
     drop(theirs);
     let result = converse(&ours, typ, opts, notify, log);
     drop(ours);
@@ -178,7 +194,10 @@ pub fn call(
     let pid = result?;
     // A pre-dump leaves criu waiting for more: its exit status means nothing.
     if !status.success() && typ != PRE_DUMP {
-        return Err(bad(format!("criu failed: {status}\nlog file: {}", log.display())));
+        return Err(bad(format!(
+            "criu failed: {status}\nlog file: {}",
+            log.display()
+        )));
     }
     Ok(pid)
 }
@@ -202,8 +221,13 @@ fn converse(
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([RawFd; 4]);
         let (n, fd) = {
-            let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-                .map_err(io("read criu's response"))?;
+            let msg = recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            )
+            .map_err(io("read criu's response"))?;
             let mut fd = None;
             for c in msg.cmsgs().map_err(io("read criu's response"))? {
                 if let ControlMessageOwned::ScmRights(fds) = c {
@@ -213,7 +237,10 @@ fn converse(
             (msg.bytes, fd)
         };
         if n == 0 {
-            return Err(bad(format!("criu closed its socket without a response\nlog file: {}", log.display())));
+            return Err(bad(format!(
+                "criu closed its socket without a response\nlog file: {}",
+                log.display()
+            )));
         }
         let fields = decode(&buf[..n]).ok_or_else(|| bad("undecodable response from criu"))?;
         let get = |f: u32| fields.iter().find(|(k, _)| *k == f).map(|(_, v)| v.clone());
@@ -230,7 +257,11 @@ fn converse(
                 Some(Field::Bytes(b)) => format!(": {}", String::from_utf8_lossy(&b)),
                 _ => String::new(),
             };
-            return Err(bad(format!("criu failed: type {} errno {errno}{msg}\nlog file: {}", type_name(typ), log.display())));
+            return Err(bad(format!(
+                "criu failed: type {} errno {errno}{msg}\nlog file: {}",
+                type_name(typ),
+                log.display()
+            )));
         }
         match rtype {
             NOTIFY => {
@@ -247,19 +278,28 @@ fn converse(
                     _ => None,
                 });
                 log::debug!("criu notify: {script:?} pid {pid:?}");
-                notify(Notice { script: script.unwrap_or_default(), pid: pid.unwrap_or(0), fd })?;
+                notify(Notice {
+                    script: script.unwrap_or_default(),
+                    pid: pid.unwrap_or(0),
+                    fd,
+                })?;
                 let mut ack = Pb::default();
                 ack.uint(1, NOTIFY).flag(3, true);
-                send(sock.as_raw_fd(), &ack.0, MsgFlags::MSG_NOSIGNAL).map_err(io("acknowledge criu's notification"))?;
+                send(sock.as_raw_fd(), &ack.0, MsgFlags::MSG_NOSIGNAL)
+                    .map_err(io("acknowledge criu's notification"))?;
             }
             t if t == typ => {
-                let pid = match get(4) {
-                    Some(Field::Bytes(b)) => decode(&b).unwrap_or_default().into_iter().find_map(|(k, v)| match (k, v) {
-                        (1, Field::Varint(p)) => Some(p as i32),
+                let pid =
+                    match get(4) {
+                        Some(Field::Bytes(b)) => decode(&b)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .find_map(|(k, v)| match (k, v) {
+                                (1, Field::Varint(p)) => Some(p as i32),
+                                _ => None,
+                            }),
                         _ => None,
-                    }),
-                    _ => None,
-                };
+                    };
                 return Ok(pid.unwrap_or(0));
             }
             other => return Err(bad(format!("unexpected criu response type {other}"))),
@@ -274,13 +314,19 @@ mod tests {
     #[test]
     fn encodes_and_decodes_proto2() {
         let mut opts = Pb::default();
-        opts.int(1, 7).flag(3, true).string(10, "dump.log").int(2, -1).pair(23, "/a", "/b");
+        opts.int(1, 7)
+            .flag(3, true)
+            .string(10, "dump.log")
+            .int(2, -1)
+            .pair(23, "/a", "/b");
         let f = decode(&opts.0).unwrap();
         assert!(matches!(f[0], (1, Field::Varint(7))));
         assert!(matches!(f[1], (3, Field::Varint(1))));
         assert!(matches!(&f[2], (10, Field::Bytes(b)) if b == b"dump.log"));
         assert!(matches!(f[3], (2, Field::Varint(v)) if v as i64 as i32 == -1));
-        let Field::Bytes(inner) = &f[4].1 else { panic!() };
+        let Field::Bytes(inner) = &f[4].1 else {
+            panic!()
+        };
         assert!(matches!(&decode(inner).unwrap()[1], (2, Field::Bytes(b)) if b == b"/b"));
         // 300 as a varint: ac 02.
         let mut p = Pb::default();

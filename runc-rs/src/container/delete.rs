@@ -43,7 +43,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
             kill_and_wait(&st);
         }
         s => {
-            return Err(ContainerError::Precondition(format!("cannot delete container {id} that is not stopped: {s}")));
+            return Err(ContainerError::Precondition(format!(
+                "cannot delete container {id} that is not stopped: {s}"
+            )));
         }
     }
     destroy(root, &st)
@@ -64,7 +66,10 @@ fn kill_and_wait(st: &ContainerState) {
         // Readable once init has exited (a zombie included), with no polling delay.
         Some(fd) => {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            let _ = poll(&mut fds, PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX));
+            let _ = poll(
+                &mut fds,
+                PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX),
+            );
         }
         None => {
             super::wait_gone(st, timeout);
@@ -94,7 +99,8 @@ fn destroy(root: &Path, st: &ContainerState) -> Result<(), ContainerError> {
     if let Some(cg) = &st.cgroup {
         cg.delete()?;
     }
-    std::fs::remove_dir_all(st.dir(root)).map_err(super::io_err(format!("remove {}", st.dir(root).display())))?;
+    std::fs::remove_dir_all(st.dir(root))
+        .map_err(super::io_err(format!("remove {}", st.dir(root).display())))?;
     run_poststop(st);
     Ok(())
 }
@@ -104,8 +110,15 @@ fn destroy(root: &Path, st: &ContainerState) -> Result<(), ContainerError> {
 /// container is gone already.
 pub(super) fn run_poststop(st: &ContainerState) {
     let poststop = st.hooks.as_ref().and_then(|h| h.poststop().clone());
-    let gone = ContainerState { pid: 0, ..st.clone() };
-    if let Err(e) = crate::hooks::run_all("poststop", poststop.as_ref(), &hook_state(&gone, Status::Stopped)) {
+    let gone = ContainerState {
+        pid: 0,
+        ..st.clone()
+    };
+    if let Err(e) = crate::hooks::run_all(
+        "poststop",
+        poststop.as_ref(),
+        &hook_state(&gone, Status::Stopped),
+    ) {
         log::warn!("{e}");
     }
 }

@@ -32,10 +32,14 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     }
     let mut total = 0f64;
     while !rest.is_empty() {
-        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let value: f64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
-        let u = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let u = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..u] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
@@ -63,20 +67,32 @@ fn emit(out: &mut impl Write, v: &serde_json::Value) {
 }
 
 fn stats_event(id: &str, cg: &cgroups::Manager) -> Result<serde_json::Value, ContainerError> {
-    let data = super::stats::runc_stats(cg).map_err(|e| bad(format!("unable to get container cgroup stats: {e}")))?;
+    let data = super::stats::runc_stats(cg)
+        .map_err(|e| bad(format!("unable to get container cgroup stats: {e}")))?;
     Ok(json!({"type": "stats", "id": id, "data": data}))
 }
 
-pub fn events(root: &Path, id: &str, interval: &str, stats_once: bool) -> Result<(), ContainerError> {
+pub fn events(
+    root: &Path,
+    id: &str,
+    interval: &str,
+    stats_once: bool,
+) -> Result<(), ContainerError> {
     let st = load(root, id)?;
-    let interval = parse_duration(interval).ok_or_else(|| bad(format!("invalid value {interval:?} for flag -interval: parse error")))?;
+    let interval = parse_duration(interval).ok_or_else(|| {
+        bad(format!(
+            "invalid value {interval:?} for flag -interval: parse error"
+        ))
+    })?;
     if interval.is_zero() {
         return Err(bad("duration interval must be greater than 0"));
     }
     if st.status(root) == Status::Stopped {
         return Err(bad(format!("container with id {id} is not running")));
     }
-    let cg = st.cgroup.as_ref().ok_or_else(|| bad("the container has no cgroup (not delegated to this user?): no statistics"))?;
+    let cg = st.cgroup.as_ref().ok_or_else(|| {
+        bad("the container has no cgroup (not delegated to this user?): no statistics")
+    })?;
     let mut out = std::io::stdout().lock();
     if stats_once {
         emit(&mut out, &stats_event(id, cg)?);
@@ -109,9 +125,17 @@ pub fn events(root: &Path, id: &str, interval: &str, stats_once: bool) -> Result
         let ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
         let fd = unsafe { BorrowedFd::borrow_raw(oom.as_raw_fd()) };
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
             Ok(_) | Err(nix::Error::EINTR) => {}
-            Err(source) => return Err(ContainerError::Sys { what: "poll the OOM watcher".into(), source }),
+            Err(source) => {
+                return Err(ContainerError::Sys {
+                    what: "poll the OOM watcher".into(),
+                    source,
+                })
+            }
         }
     }
 }

@@ -54,15 +54,23 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
     match st.status(root) {
         Status::Stopped => return Err(bad("cannot exec in a stopped container")),
         Status::Paused if !opts.ignore_paused => {
-            return Err(bad("cannot exec in a paused container (use --ignore-paused to override)"))
+            return Err(bad(
+                "cannot exec in a paused container (use --ignore-paused to override)",
+            ))
         }
         _ => {}
     }
     if opts.process.is_none() && opts.args.is_empty() {
         return Err(bad("process args cannot be empty"));
     }
-    let spec = st.config.clone().ok_or_else(|| bad("the container's state has no spec (created by an older runc-rs?)"))?;
-    let base = spec.process().clone().ok_or_else(|| bad("the container's spec has no process"))?;
+    let spec = st
+        .config
+        .clone()
+        .ok_or_else(|| bad("the container's state has no spec (created by an older runc-rs?)"))?;
+    let base = spec
+        .process()
+        .clone()
+        .ok_or_else(|| bad("the container's spec has no process"))?;
     let process = match &opts.process {
         Some(path) => from_file(path, &base)?,
         None => from_flags(opts, base)?,
@@ -73,15 +81,27 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
     check_terminal(opts.detach, terminal, opts.console_socket.is_some())?;
     for i in 0..opts.preserve_fds {
         let fd = 3 + i;
-        std::fs::metadata(format!("/proc/self/fd/{fd}"))
-            .map_err(|e| bad(format!("unable to stat preserved-fd {i} (of {}): {e}", opts.preserve_fds)))?;
+        std::fs::metadata(format!("/proc/self/fd/{fd}")).map_err(|e| {
+            bad(format!(
+                "unable to stat preserved-fd {i} (of {}): {e}",
+                opts.preserve_fds
+            ))
+        })?;
     }
     let cgroup = exec_cgroup(st.cgroup.as_ref(), &sub_cgroups)?;
 
     // Signals queue from now on: none is lost between the start of the
     // process and the wait.
-    let mut fg = if opts.detach { None } else { Some(Foreground::block()?) };
-    let ExecStdio { console_socket, console, pipes } = exec_stdio(opts, terminal, &spec)?;
+    let mut fg = if opts.detach {
+        None
+    } else {
+        Some(Foreground::block()?)
+    };
+    let ExecStdio {
+        console_socket,
+        console,
+        pipes,
+    } = exec_stdio(opts, terminal, &spec)?;
     let cfg = ExecConfig {
         id: st.id.clone(),
         spec: spec.clone(),
@@ -114,12 +134,20 @@ pub fn exec(root: &Path, opts: &ExecOpts) -> Result<i32, ContainerError> {
 }
 
 /// runc's checkTerminal, word for word.
-pub(crate) fn check_terminal(detach: bool, terminal: bool, console_socket: bool) -> Result<(), ContainerError> {
+pub(crate) fn check_terminal(
+    detach: bool,
+    terminal: bool,
+    console_socket: bool,
+) -> Result<(), ContainerError> {
     if detach && terminal && !console_socket {
-        return Err(bad("cannot allocate tty if runc will detach without setting console socket"));
+        return Err(bad(
+            "cannot allocate tty if runc will detach without setting console socket",
+        ));
     }
     if (!detach || !terminal) && console_socket {
-        return Err(bad("cannot use console socket if runc will not detach or allocate tty"));
+        return Err(bad(
+            "cannot use console socket if runc will not detach or allocate tty",
+        ));
     }
     Ok(())
 }
@@ -140,19 +168,34 @@ struct ExecStdio {
     pipes: Option<Pipes>,
 }
 
-fn exec_stdio(opts: &ExecOpts, terminal: bool, spec: &oci_spec::runtime::Spec) -> Result<ExecStdio, ContainerError> {
+fn exec_stdio(
+    opts: &ExecOpts,
+    terminal: bool,
+    spec: &oci_spec::runtime::Spec,
+) -> Result<ExecStdio, ContainerError> {
     Ok(match (&opts.console_socket, terminal) {
-        (Some(path), _) => ExecStdio { console_socket: Some(crate::tty::connect(path)?), ..Default::default() },
+        (Some(path), _) => ExecStdio {
+            console_socket: Some(crate::tty::connect(path)?),
+            ..Default::default()
+        },
         (None, true) => {
             let host = Console::host_terminal()?;
-            let (a, b) = std::os::unix::net::UnixStream::pair().map_err(super::io_err("console socketpair"))?;
-            ExecStdio { console_socket: Some(OwnedFd::from(b)), console: Some((a, host)), pipes: None }
+            let (a, b) = std::os::unix::net::UnixStream::pair()
+                .map_err(super::io_err("console socketpair"))?;
+            ExecStdio {
+                console_socket: Some(OwnedFd::from(b)),
+                console: Some((a, host)),
+                pipes: None,
+            }
         }
         (None, false) if opts.detach => ExecStdio::default(),
         (None, false) => {
             let p = Pipes::new()?;
             p.chown(host_root_ids(spec)?)?;
-            ExecStdio { pipes: Some(p), ..Default::default() }
+            ExecStdio {
+                pipes: Some(p),
+                ..Default::default()
+            }
         }
     })
 }
@@ -167,7 +210,10 @@ fn exec_cgroup(
         _ if sub.is_empty() => Ok(cgroup.cloned()),
         Some(cg) => Ok(Some(cg.sub_cgroup(sub)?)),
         None => match sub.keys().find(|k| !k.is_empty()) {
-            Some(c) if !sub.contains_key("") => Err(cgroups::Error::UnknownController { controller: c.clone() }.into()),
+            Some(c) if !sub.contains_key("") => Err(cgroups::Error::UnknownController {
+                controller: c.clone(),
+            }
+            .into()),
             _ => Ok(None),
         },
     }
@@ -192,7 +238,10 @@ fn after_launch(
     fg: Option<&mut Foreground>,
 ) -> Result<i32, ContainerError> {
     let kill_it = || kill_and_reap(pid);
-    let mut console = match console.map(|(sock, host)| receive_console(&sock, host)).transpose() {
+    let mut console = match console
+        .map(|(sock, host)| receive_console(&sock, host))
+        .transpose()
+    {
         Ok(c) => c,
         Err(e) => {
             kill_it();
@@ -216,11 +265,17 @@ fn after_launch(
 
 /// The pty master the process sent (before it reported ready: it is
 /// queued), relayed to our terminal `host`.
-pub(crate) fn receive_console(sock: &impl std::os::fd::AsRawFd, host: OwnedFd) -> Result<Console, ContainerError> {
+pub(crate) fn receive_console(
+    sock: &impl std::os::fd::AsRawFd,
+    host: OwnedFd,
+) -> Result<Console, ContainerError> {
     match crate::tty::recv_fd(sock.as_raw_fd()) {
         Ok(Some(master)) => Console::new(master, host),
         Ok(None) => Err(bad("the process sent no pty master")),
-        Err(source) => Err(ContainerError::Sys { what: "receive the pty master".into(), source }),
+        Err(source) => Err(ContainerError::Sys {
+            what: "receive the pty master".into(),
+            source,
+        }),
     }
 }
 
@@ -234,7 +289,11 @@ fn parse_sub_cgroups(args: &[String]) -> Result<BTreeMap<String, String>, Contai
             [path] if args.len() == 1 => {
                 paths.insert(String::new(), (*path).to_owned());
             }
-            [_] => return Err(bad(format!("invalid --cgroup argument: {arg} (missing <controller>: prefix)"))),
+            [_] => {
+                return Err(bad(format!(
+                    "invalid --cgroup argument: {arg} (missing <controller>: prefix)"
+                )))
+            }
             [controllers, path] => {
                 for c in controllers.split(',') {
                     paths.insert(c.to_owned(), (*path).to_owned());
@@ -253,10 +312,16 @@ fn from_file(path: &Path, base: &Process) -> Result<Process, ContainerError> {
     let data = std::fs::read(path).map_err(super::io_err(format!("open {}", path.display())))?;
     let mut v: serde_json::Value =
         serde_json::from_slice(&data).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-    let obj = v.as_object_mut().ok_or_else(|| bad(format!("{}: a process must be a JSON object", path.display())))?;
+    let obj = v.as_object_mut().ok_or_else(|| {
+        bad(format!(
+            "{}: a process must be a JSON object",
+            path.display()
+        ))
+    })?;
     // Go's decoder leaves missing fields at their zero values; oci-spec
     // requires these two.
-    obj.entry("user").or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+    obj.entry("user")
+        .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
     obj.entry("cwd").or_insert_with(|| serde_json::json!(""));
     let mut wrapped = serde_json::json!({ "process": v });
     crate::spec::drop_unknown_capabilities(&mut wrapped);
@@ -293,7 +358,10 @@ fn from_flags(o: &ExecOpts, mut p: Process) -> Result<Process, ContainerError> {
             }
         }
         if !unknown.is_empty() {
-            log::warn!("ignoring unknown or unavailable capabilities: [{}]", unknown.join(" "));
+            log::warn!(
+                "ignoring unknown or unavailable capabilities: [{}]",
+                unknown.join(" ")
+            );
         }
         let add = |set: &Option<oci_spec::runtime::Capabilities>| {
             let mut s = set.clone().unwrap_or_default();
@@ -320,15 +388,21 @@ fn from_flags(o: &ExecOpts, mut p: Process) -> Result<Process, ContainerError> {
             None => (u, None),
         };
         if let Some(gid) = gid {
-            user.set_gid(atoi(gid).map_err(|e| bad(format!("parsing {gid} as int for gid failed: {e}")))?);
+            user.set_gid(
+                atoi(gid).map_err(|e| bad(format!("parsing {gid} as int for gid failed: {e}")))?,
+            );
         }
-        user.set_uid(atoi(uid).map_err(|e| bad(format!("parsing {uid} as int for uid failed: {e}")))?);
+        user.set_uid(
+            atoi(uid).map_err(|e| bad(format!("parsing {uid} as int for uid failed: {e}")))?,
+        );
     }
     if !o.additional_gids.is_empty() {
         let mut gids = user.additional_gids().clone().unwrap_or_default();
         for &g in &o.additional_gids {
             if g < 0 {
-                return Err(bad(format!("additional-gids must be a positive number {g}")));
+                return Err(bad(format!(
+                    "additional-gids must be a positive number {g}"
+                )));
             }
             gids.push(g as u32);
         }
@@ -342,7 +416,10 @@ fn from_flags(o: &ExecOpts, mut p: Process) -> Result<Process, ContainerError> {
 /// runc's uint32 conversion.
 fn atoi(s: &str) -> Result<u32, String> {
     s.parse::<i64>().map(|v| v as u32).map_err(|e| {
-        let why = if matches!(e.kind(), std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow) {
+        let why = if matches!(
+            e.kind(),
+            std::num::IntErrorKind::PosOverflow | std::num::IntErrorKind::NegOverflow
+        ) {
             "value out of range"
         } else {
             "invalid syntax"
@@ -362,8 +439,12 @@ fn validate(p: &Process) -> Result<(), ContainerError> {
     if p.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(bad("args must not be empty"));
     }
-    if p.selinux_label().as_ref().is_some_and(|l| !l.is_empty()) && !Path::new("/sys/fs/selinux/enforce").exists() {
-        return Err(bad("selinux label is specified in config, but selinux is disabled or not supported"));
+    if p.selinux_label().as_ref().is_some_and(|l| !l.is_empty())
+        && !Path::new("/sys/fs/selinux/enforce").exists()
+    {
+        return Err(bad(
+            "selinux label is specified in config, but selinux is disabled or not supported",
+        ));
     }
     Ok(())
 }
@@ -374,19 +455,33 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Vec<(String, String)>, String> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        parse_sub_cgroups(&args).map(|m| m.into_iter().collect()).map_err(|e| e.to_string())
+        parse_sub_cgroups(&args)
+            .map(|m| m.into_iter().collect())
+            .map_err(|e| e.to_string())
     }
 
     fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn sub_cgroup_arguments_as_runc_1_1_reads_them() {
         assert_eq!(parse(&[]), Ok(vec![]));
         assert_eq!(parse(&["a/b"]), Ok(kv(&[("", "a/b")])));
-        assert_eq!(parse(&["memory,pids:s", "cpu:/t"]), Ok(kv(&[("cpu", "/t"), ("memory", "s"), ("pids", "s")])));
-        assert_eq!(parse(&["x", "y"]), Err("invalid --cgroup argument: x (missing <controller>: prefix)".into()));
-        assert_eq!(parse(&["a:b:c"]), Err("invalid --cgroup argument: a:b:c".into()));
+        assert_eq!(
+            parse(&["memory,pids:s", "cpu:/t"]),
+            Ok(kv(&[("cpu", "/t"), ("memory", "s"), ("pids", "s")]))
+        );
+        assert_eq!(
+            parse(&["x", "y"]),
+            Err("invalid --cgroup argument: x (missing <controller>: prefix)".into())
+        );
+        assert_eq!(
+            parse(&["a:b:c"]),
+            Err("invalid --cgroup argument: a:b:c".into())
+        );
     }
 }

@@ -26,7 +26,16 @@ use super::ContainerError;
 /// keeps for itself). SIGCHLD and SIGWINCH are blocked too but handled.
 fn forwarded() -> SigSet {
     let mut set = SigSet::empty();
-    let skip = [libc::SIGKILL, libc::SIGSTOP, libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL, libc::SIGTRAP, libc::SIGURG];
+    let skip = [
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGILL,
+        libc::SIGTRAP,
+        libc::SIGURG,
+    ];
     for sig in 1..=31 {
         if skip.contains(&sig) {
             continue;
@@ -49,10 +58,17 @@ impl Foreground {
     pub fn block() -> Result<Foreground, ContainerError> {
         let set = forwarded();
         let mut old = SigSet::empty();
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
-            .map_err(|source| ContainerError::Sys { what: "block signals".into(), source })?;
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).map_err(
+            |source| ContainerError::Sys {
+                what: "block signals".into(),
+                source,
+            },
+        )?;
         let sfd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-            .map_err(|source| ContainerError::Sys { what: "signalfd".into(), source })?;
+            .map_err(|source| ContainerError::Sys {
+                what: "signalfd".into(),
+                source,
+            })?;
         Ok(Foreground { old, sfd })
     }
 
@@ -74,7 +90,10 @@ impl Foreground {
             if let Some(c) = console.as_deref() {
                 fds.push(PollFd::new(c.master.as_fd(), PollFlags::POLLIN));
                 if c.stdin_open {
-                    fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(0) }, PollFlags::POLLIN));
+                    fds.push(PollFd::new(
+                        unsafe { BorrowedFd::borrow_raw(0) },
+                        PollFlags::POLLIN,
+                    ));
                 }
             }
             match poll(&mut fds, PollTimeout::NONE) {
@@ -84,7 +103,10 @@ impl Foreground {
                     std::thread::sleep(std::time::Duration::from_millis(10));
                 }
             }
-            let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
             drop(fds);
             if ready[0] {
                 while let Ok(Some(info)) = self.sfd.read_signal() {
@@ -152,11 +174,18 @@ impl Console {
     pub fn host_terminal() -> Result<OwnedFd, ContainerError> {
         for fd in [2, 1, 0] {
             if nix::unistd::isatty(fd).unwrap_or(false) {
-                let dup = nix::unistd::dup(fd).map_err(|source| ContainerError::Sys { what: "dup terminal".into(), source })?;
+                let dup = nix::unistd::dup(fd).map_err(|source| ContainerError::Sys {
+                    what: "dup terminal".into(),
+                    source,
+                })?;
                 return Ok(unsafe { OwnedFd::from_raw_fd(dup) });
             }
         }
-        let f = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").map_err(super::io_err("open /dev/tty"))?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(super::io_err("open /dev/tty"))?;
         Ok(f.into())
     }
 
@@ -167,16 +196,25 @@ impl Console {
             t.output_flags.remove(termios::OutputFlags::ONLCR);
             let _ = termios::tcsetattr(&master, SetArg::TCSANOW, &t);
         }
-        let saved = termios::tcgetattr(&host).map_err(|source| ContainerError::Sys { what: "get terminal attributes".into(), source })?;
+        let saved = termios::tcgetattr(&host).map_err(|source| ContainerError::Sys {
+            what: "get terminal attributes".into(),
+            source,
+        })?;
         let mut raw = saved.clone();
         termios::cfmakeraw(&mut raw);
         // runc's "raw" mode (containerd/console) keeps output processing on:
         // what the process writes reaches the caller's terminal as under runc.
         raw.output_flags.insert(termios::OutputFlags::OPOST);
-        termios::tcsetattr(&host, SetArg::TCSANOW, &raw)
-            .map_err(|source| ContainerError::Sys { what: "set the terminal to raw mode".into(), source })?;
+        termios::tcsetattr(&host, SetArg::TCSANOW, &raw).map_err(|source| ContainerError::Sys {
+            what: "set the terminal to raw mode".into(),
+            source,
+        })?;
         set_nonblocking(master.as_raw_fd());
-        Ok(Console { master, host: Some((host, saved)), stdin_open: true })
+        Ok(Console {
+            master,
+            host: Some((host, saved)),
+            stdin_open: true,
+        })
     }
 
     fn resize(&mut self) {
@@ -230,7 +268,9 @@ impl Drop for Console {
 fn set_nonblocking(fd: RawFd) {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     if let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) {
-        let _ = fcntl(fd, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK));
+        let _ = fcntl(
+            fd,
+            FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+        );
     }
 }
-

@@ -26,7 +26,10 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), Contain
         if e == nix::Error::ESRCH {
             return Err(ContainerError::Precondition("container not running".into()));
         }
-        return Err(ContainerError::Sys { what: format!("kill {} {:?}", st.pid, sig), source: e });
+        return Err(ContainerError::Sys {
+            what: format!("kill {} {:?}", st.pid, sig),
+            source: e,
+        });
     }
     Ok(())
 }

@@ -11,7 +11,10 @@ pub enum ListFormat {
 }
 
 pub fn list(root: &Path, format: ListFormat, quiet: bool) -> String {
-    let states: Vec<ContainerState> = list_ids(root).iter().filter_map(|id| ContainerState::load(root, id).ok()).collect();
+    let states: Vec<ContainerState> = list_ids(root)
+        .iter()
+        .filter_map(|id| ContainerState::load(root, id).ok())
+        .collect();
     if quiet {
         return states.iter().map(|s| format!("{}\n", s.id)).collect();
     }
@@ -19,10 +22,16 @@ pub fn list(root: &Path, format: ListFormat, quiet: bool) -> String {
     match format {
         ListFormat::Json => {
             // runc prints `null` for no containers.
-            if public.is_empty() { "null\n".into() } else { format!("{}\n", serde_json::to_string(&public).expect("serializes")) }
+            if public.is_empty() {
+                "null\n".into()
+            } else {
+                format!("{}\n", serde_json::to_string(&public).expect("serializes"))
+            }
         }
         ListFormat::Table => {
-            let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from).to_vec()];
+            let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+                .map(String::from)
+                .to_vec()];
             for p in &public {
                 rows.push(vec![
                     p.id.to_owned(),
@@ -41,7 +50,15 @@ pub fn list(root: &Path, format: ListFormat, quiet: bool) -> String {
 /// Go's tabwriter with minwidth 12, padding 3, as runc configures it.
 fn table(rows: &[Vec<String>]) -> String {
     let cols = rows[0].len();
-    let widths: Vec<usize> = (0..cols).map(|c| rows.iter().map(|r| r[c].len() + 3).max().unwrap_or(0).max(12)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r[c].len() + 3)
+                .max()
+                .unwrap_or(0)
+                .max(12)
+        })
+        .collect();
     let mut out = String::new();
     for r in rows {
         for (c, cell) in r.iter().enumerate() {

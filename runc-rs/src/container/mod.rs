@@ -43,7 +43,10 @@ pub enum ContainerError {
     #[error("{0}")]
     Precondition(String),
     #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     #[error("{what}: {source}")]
     Sys { what: String, source: nix::Error },
 }

@@ -7,9 +7,11 @@ use super::{load, ContainerError};
 use crate::state::{ContainerState, Status};
 
 fn cgroup(st: &ContainerState) -> Result<&cgroups::Manager, ContainerError> {
-    st.cgroup
-        .as_ref()
-        .ok_or_else(|| ContainerError::Precondition("the container has no cgroup (not delegated to this user?): cannot freeze it".into()))
+    st.cgroup.as_ref().ok_or_else(|| {
+        ContainerError::Precondition(
+            "the container has no cgroup (not delegated to this user?): cannot freeze it".into(),
+        )
+    })
 }
 
 /// Freezes a running (or created) container, as runc does.

@@ -16,7 +16,9 @@ pub fn pids(root: &Path, st: &ContainerState) -> Result<Vec<i32>, ContainerError
             if status == Status::Stopped && !cg.exists() {
                 return Ok(vec![]);
             }
-            cg.pids().map_err(|e| ContainerError::Precondition(format!("unable to get all container pids: {e}")))
+            cg.pids().map_err(|e| {
+                ContainerError::Precondition(format!("unable to get all container pids: {e}"))
+            })
         }
         None if status == Status::Stopped => Ok(vec![]),
         None => Ok(descendants(st.pid)),
@@ -27,9 +29,15 @@ pub fn pids(root: &Path, st: &ContainerState) -> Result<Vec<i32>, ContainerError
 fn descendants(pid: i32) -> Vec<i32> {
     let mut parent_of: Vec<(i32, i32)> = vec![];
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let Ok(p) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
         if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok()) {
             parent_of.push((p, ppid));
         }
@@ -38,7 +46,12 @@ fn descendants(pid: i32) -> Vec<i32> {
     let mut i = 0;
     while i < out.len() {
         let cur = out[i];
-        out.extend(parent_of.iter().filter(|(_, pp)| *pp == cur).map(|(p, _)| *p));
+        out.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == cur)
+                .map(|(p, _)| *p),
+        );
         i += 1;
     }
     out.sort_unstable();
@@ -48,19 +61,32 @@ fn descendants(pid: i32) -> Vec<i32> {
 /// What `runc ps` prints: `format` is "table" or "json"; `ps_args` go to
 /// ps(1) (default `-ef`), whose output keeps its header and the lines of
 /// the container's processes.
-pub fn ps(root: &Path, id: &str, format: &str, ps_args: &[String]) -> Result<String, ContainerError> {
+pub fn ps(
+    root: &Path,
+    id: &str,
+    format: &str,
+    ps_args: &[String],
+) -> Result<String, ContainerError> {
     let st = load(root, id)?;
     let pids = pids(root, &st)?;
     match format {
         "json" => {
             // Go encodes an empty (nil) slice as null.
-            let body = if pids.is_empty() { "null".to_owned() } else { serde_json::to_string(&pids).expect("pids serialize") };
+            let body = if pids.is_empty() {
+                "null".to_owned()
+            } else {
+                serde_json::to_string(&pids).expect("pids serialize")
+            };
             return Ok(format!("{body}\n"));
         }
         "table" => {}
         _ => return Err(ContainerError::Precondition("invalid format option".into())),
     }
-    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
     let out = std::process::Command::new("ps")
         .args(&args)
         .stdin(std::process::Stdio::null())
@@ -85,11 +111,15 @@ fn filter_table(text: &str, pids: &[i32]) -> Result<String, ContainerError> {
     let pid_index = header
         .split_whitespace()
         .position(|t| t == "PID")
-        .ok_or_else(|| ContainerError::Precondition("couldn't find PID field in ps output".into()))?;
+        .ok_or_else(|| {
+            ContainerError::Precondition("couldn't find PID field in ps output".into())
+        })?;
     let mut out = format!("{header}\n");
     for line in lines.filter(|l| !l.is_empty()) {
         let field = line.split_whitespace().nth(pid_index).unwrap_or_default();
-        let p: i32 = field.parse().map_err(|e| ContainerError::Precondition(format!("unable to parse pid: {e}")))?;
+        let p: i32 = field
+            .parse()
+            .map_err(|e| ContainerError::Precondition(format!("unable to parse pid: {e}")))?;
         if pids.contains(&p) {
             out.push_str(line);
             out.push('\n');
@@ -105,7 +135,10 @@ mod tests {
     #[test]
     fn keeps_the_header_and_the_container_lines() {
         let text = "UID   PID  PPID CMD\nroot    1     0 init\nroot   42     1 sleep 1\nroot   43    42 sh\n";
-        assert_eq!(filter_table(text, &[42]).unwrap(), "UID   PID  PPID CMD\nroot   42     1 sleep 1\n");
+        assert_eq!(
+            filter_table(text, &[42]).unwrap(),
+            "UID   PID  PPID CMD\nroot   42     1 sleep 1\n"
+        );
         assert!(filter_table("UID CMD\nroot x\n", &[1]).is_err());
     }
 }

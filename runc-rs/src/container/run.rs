@@ -17,9 +17,14 @@ use super::{delete, io_err, start, ContainerError};
 
 pub fn run(root: &Path, opts: &CreateOpts, detach: bool) -> Result<i32, ContainerError> {
     // Read as create reads it (same errors), for the terminal checks first.
-    let bundle = std::path::absolute(&opts.bundle).map_err(io_err(format!("bundle {}", opts.bundle.display())))?;
+    let bundle = std::path::absolute(&opts.bundle)
+        .map_err(io_err(format!("bundle {}", opts.bundle.display())))?;
     let spec = crate::spec::load(&bundle)?;
-    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     check_terminal(detach, terminal, opts.console_socket.is_some())?;
     if detach {
         create(root, opts)?;
@@ -119,22 +124,41 @@ struct ConsoleListener {
 impl ConsoleListener {
     fn new() -> Result<ConsoleListener, ContainerError> {
         use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("runc-rs-console-{}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io_err(format!("mkdir {}", dir.display())))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("runc-rs-console-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io_err(format!("mkdir {}", dir.display())))?;
         let path = dir.join("console.sock");
         let listener = UnixListener::bind(&path).map_err(|e| {
             let _ = std::fs::remove_dir_all(&dir);
-            ContainerError::Io { what: format!("listen on {}", path.display()), source: e }
+            ContainerError::Io {
+                what: format!("listen on {}", path.display()),
+                source: e,
+            }
         })?;
-        Ok(ConsoleListener { dir, path, listener })
+        Ok(ConsoleListener {
+            dir,
+            path,
+            listener,
+        })
     }
 
     /// The connection create made (it connects before init starts, so it
     /// is pending by now: never wait).
     fn accept(&self) -> Result<UnixStream, ContainerError> {
-        self.listener.set_nonblocking(true).map_err(io_err("console socket"))?;
-        let (conn, _) = self.listener.accept().map_err(io_err("accept on the console socket"))?;
+        self.listener
+            .set_nonblocking(true)
+            .map_err(io_err("console socket"))?;
+        let (conn, _) = self
+            .listener
+            .accept()
+            .map_err(io_err("accept on the console socket"))?;
         Ok(conn)
     }
 }

@@ -13,11 +13,21 @@ pub fn start(root: &Path, id: &str) -> Result<ContainerState, ContainerError> {
     let st = load(root, id)?;
     match st.status(root) {
         Status::Created => {}
-        Status::Stopped => return Err(ContainerError::Precondition("cannot start a container that has stopped".into())),
-        Status::Running | Status::Paused => {
-            return Err(ContainerError::Precondition("cannot start an already running container".into()))
+        Status::Stopped => {
+            return Err(ContainerError::Precondition(
+                "cannot start a container that has stopped".into(),
+            ))
         }
-        Status::Creating => return Err(ContainerError::Precondition("cannot start a container that is still being created".into())),
+        Status::Running | Status::Paused => {
+            return Err(ContainerError::Precondition(
+                "cannot start an already running container".into(),
+            ))
+        }
+        Status::Creating => {
+            return Err(ContainerError::Precondition(
+                "cannot start a container that is still being created".into(),
+            ))
+        }
     }
     let fifo_path = st.dir(root).join(EXEC_FIFO);
     let fifo = std::fs::OpenOptions::new()
@@ -38,13 +48,17 @@ pub fn start(root: &Path, id: &str) -> Result<ContainerState, ContainerError> {
                 }
                 // POLLHUP without data: the writer went away.
                 if !st.init_alive() {
-                    return Err(ContainerError::Precondition("container init exited before start".into()));
+                    return Err(ContainerError::Precondition(
+                        "container init exited before start".into(),
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
             _ => {
                 if !st.init_alive() {
-                    return Err(ContainerError::Precondition("container init exited before start".into()));
+                    return Err(ContainerError::Precondition(
+                        "container init exited before start".into(),
+                    ));
                 }
             }
         }

@@ -69,7 +69,10 @@ fn blkio_list(entries: &[(String, u64, u64, u64)]) -> Value {
 }
 
 fn v1_blkio(entries: &[v1::BlkIoEntry]) -> Vec<(String, u64, u64, u64)> {
-    entries.iter().map(|e| (e.op.clone(), e.major, e.minor, e.value)).collect()
+    entries
+        .iter()
+        .map(|e| (e.op.clone(), e.major, e.minor, e.value))
+        .collect()
 }
 
 /// The runc `types.Stats` object of a container.
@@ -83,7 +86,16 @@ pub fn runc_stats(cg: &cgroups::Manager) -> Result<Value, cgroups::Error> {
 
 fn empty_cpuset() -> Map<String, Value> {
     let mut m = Map::new();
-    for k in ["cpu_exclusive", "mem_hardwall", "mem_exclusive", "memory_migrate", "memory_spread_page", "memory_spread_slab", "memory_pressure", "sched_load_balance"] {
+    for k in [
+        "cpu_exclusive",
+        "mem_hardwall",
+        "mem_exclusive",
+        "memory_migrate",
+        "memory_spread_page",
+        "memory_spread_slab",
+        "memory_pressure",
+        "sched_load_balance",
+    ] {
         m.insert(k.into(), json!(0u64));
     }
     m.insert("sched_relax_domain_level".into(), json!(0i64));
@@ -93,27 +105,53 @@ fn empty_cpuset() -> Map<String, Value> {
 /// runc's fs driver reads the v1 cpuset files into CPUSetStats (key order
 /// as runc prints them).
 fn v1_cpuset(dir: Option<&Path>) -> Value {
-    let Some(d) = dir else { return Value::Object(empty_cpuset()) };
-    let read = |f: &str| std::fs::read_to_string(d.join(format!("cpuset.{f}"))).unwrap_or_default().trim().to_owned();
+    let Some(d) = dir else {
+        return Value::Object(empty_cpuset());
+    };
+    let read = |f: &str| {
+        std::fs::read_to_string(d.join(format!("cpuset.{f}")))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
     let list = |f: &str| -> Vec<u16> {
-        cgroups::resources::parse_cpu_list(&read(f)).unwrap_or_default().into_iter().map(|c| c as u16).collect()
+        cgroups::resources::parse_cpu_list(&read(f))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c as u16)
+            .collect()
     };
     let num = |f: &str| json!(read(f).parse::<u64>().unwrap_or(0));
     let mut out = Map::new();
     put_list(&mut out, "cpus", &list("cpus"));
     out.insert("cpu_exclusive".into(), num("cpu_exclusive"));
     put_list(&mut out, "mems", &list("mems"));
-    for k in ["mem_hardwall", "mem_exclusive", "memory_migrate", "memory_spread_page", "memory_spread_slab", "memory_pressure", "sched_load_balance"] {
+    for k in [
+        "mem_hardwall",
+        "mem_exclusive",
+        "memory_migrate",
+        "memory_spread_page",
+        "memory_spread_slab",
+        "memory_pressure",
+        "sched_load_balance",
+    ] {
         out.insert(k.into(), num(k));
     }
-    out.insert("sched_relax_domain_level".into(), json!(read("sched_relax_domain_level").parse::<i64>().unwrap_or(0)));
+    out.insert(
+        "sched_relax_domain_level".into(),
+        json!(read("sched_relax_domain_level").parse::<i64>().unwrap_or(0)),
+    );
     Value::Object(out)
 }
 
 fn from_v1(m: &v1::Metrics, paths: &BTreeMap<String, std::path::PathBuf>) -> Value {
     let dir = |c: &str| paths.get(c).map(|p| p.as_path());
     // cpu
-    let usage = m.cpu.as_ref().and_then(|c| c.usage.clone()).unwrap_or_default();
+    let usage = m
+        .cpu
+        .as_ref()
+        .and_then(|c| c.usage.clone())
+        .unwrap_or_default();
     let mut u = Map::new();
     put(&mut u, "total", usage.total);
     put_list(&mut u, "percpu", &usage.per_cpu);
@@ -122,7 +160,10 @@ fn from_v1(m: &v1::Metrics, paths: &BTreeMap<String, std::path::PathBuf>) -> Val
         // "cpu user system" per line, after a header.
         let text = std::fs::read_to_string(d.join("cpuacct.usage_all")).unwrap_or_default();
         for line in text.lines().skip(1) {
-            let f: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let f: Vec<u64> = line
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             if f.len() == 3 {
                 pu.push(f[1]);
                 pk.push(f[2]);
@@ -133,7 +174,11 @@ fn from_v1(m: &v1::Metrics, paths: &BTreeMap<String, std::path::PathBuf>) -> Val
     put_list(&mut u, "percpu_user", &pu);
     u.insert("kernel".into(), json!(usage.kernel));
     u.insert("user".into(), json!(usage.user));
-    let th = m.cpu.as_ref().and_then(|c| c.throttling.clone()).unwrap_or_default();
+    let th = m
+        .cpu
+        .as_ref()
+        .and_then(|c| c.throttling.clone())
+        .unwrap_or_default();
     let mut t = Map::new();
     put(&mut t, "periods", th.periods);
     put(&mut t, "throttledPeriods", th.throttled_periods);
@@ -146,7 +191,9 @@ fn from_v1(m: &v1::Metrics, paths: &BTreeMap<String, std::path::PathBuf>) -> Val
     mm.insert("swap".into(), v1_entry(&mem.swap));
     mm.insert("kernel".into(), v1_entry(&mem.kernel));
     mm.insert("kernelTCP".into(), v1_entry(&mem.kernel_tcp));
-    let raw = dir("memory").map(|d| keyed(&d.join("memory.stat"))).unwrap_or_default();
+    let raw = dir("memory")
+        .map(|d| keyed(&d.join("memory.stat")))
+        .unwrap_or_default();
     if !raw.is_empty() {
         mm.insert("raw".into(), json!(raw));
     }
@@ -223,16 +270,28 @@ fn from_v2(m: &v2::Metrics, dir: Option<&Path>, cg: &cgroups::Manager) -> Value 
     let mut mm = Map::new();
     if let Some(mem) = &m.memory {
         put(&mut mm, "cache", mem.file);
-        mm.insert("usage".into(), memory_entry(mem.usage_limit, mem.usage, 0, 0));
-        let swap_limit = if mem.swap_limit == u64::MAX { u64::MAX } else { mem.swap_limit.saturating_add(mem.usage_limit) };
-        mm.insert("swap".into(), memory_entry(swap_limit, mem.swap_usage + mem.usage, 0, 0));
+        mm.insert(
+            "usage".into(),
+            memory_entry(mem.usage_limit, mem.usage, 0, 0),
+        );
+        let swap_limit = if mem.swap_limit == u64::MAX {
+            u64::MAX
+        } else {
+            mem.swap_limit.saturating_add(mem.usage_limit)
+        };
+        mm.insert(
+            "swap".into(),
+            memory_entry(swap_limit, mem.swap_usage + mem.usage, 0, 0),
+        );
     } else {
         mm.insert("usage".into(), memory_entry(0, 0, 0, 0));
         mm.insert("swap".into(), memory_entry(0, 0, 0, 0));
     }
     mm.insert("kernel".into(), memory_entry(0, 0, 0, 0));
     mm.insert("kernelTCP".into(), memory_entry(0, 0, 0, 0));
-    let raw = dir.map(|d| keyed(&d.join("memory.stat"))).unwrap_or_default();
+    let raw = dir
+        .map(|d| keyed(&d.join("memory.stat")))
+        .unwrap_or_default();
     if !raw.is_empty() {
         mm.insert("raw".into(), json!(raw));
     }
@@ -240,10 +299,22 @@ fn from_v2(m: &v2::Metrics, dir: Option<&Path>, cg: &cgroups::Manager) -> Value 
     match &m.pids {
         Some(pids) => {
             put(&mut p, "current", pids.current);
-            put(&mut p, "limit", if pids.limit == u64::MAX { 0 } else { pids.limit });
+            put(
+                &mut p,
+                "limit",
+                if pids.limit == u64::MAX {
+                    0
+                } else {
+                    pids.limit
+                },
+            );
         }
         // Without the pids controller runc counts cgroup.procs.
-        None => put(&mut p, "current", cg.pids().map(|v| v.len() as u64).unwrap_or(0)),
+        None => put(
+            &mut p,
+            "current",
+            cg.pids().map(|v| v.len() as u64).unwrap_or(0),
+        ),
     }
     let mut bm = Map::new();
     if let Some(io) = &m.io {

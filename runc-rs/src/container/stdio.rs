@@ -45,14 +45,18 @@ impl Pipes {
         let (in_r, in_w) = pair()?;
         let (out_r, out_w) = pair()?;
         let (err_r, err_w) = pair()?;
-        Ok(Pipes { theirs: [in_r, out_w, err_w], ours: [in_w, out_r, err_r] })
+        Ok(Pipes {
+            theirs: [in_r, out_w, err_w],
+            ours: [in_w, out_r, err_r],
+        })
     }
 
     /// Gives every end to `(uid, gid)`, the host ids of the container's root.
     pub fn chown(&self, (uid, gid): (u32, u32)) -> Result<(), ContainerError> {
         for fd in self.theirs.iter().chain(&self.ours) {
             let raw = fd.as_raw_fd();
-            nix::unistd::fchown(raw, Some(uid.into()), Some(gid.into())).map_err(sys(format!("fchown fd {raw}")))?;
+            nix::unistd::fchown(raw, Some(uid.into()), Some(gid.into()))
+                .map_err(sys(format!("fchown fd {raw}")))?;
         }
         Ok(())
     }
@@ -60,13 +64,18 @@ impl Pipes {
     /// Makes the process's ends our fds 0-2 until the guard is dropped, so
     /// that the children forked meanwhile inherit them as their stdio.
     pub fn install(&self) -> Result<Installed, ContainerError> {
-        let mut guard = Installed { saved: Vec::with_capacity(3) };
+        let mut guard = Installed {
+            saved: Vec::with_capacity(3),
+        };
         for (target, fd) in self.theirs.iter().enumerate() {
             let target = target as RawFd;
             // A closed fd (EBADF) is closed again on restore.
-            let saved = fcntl(target, FcntlArg::F_DUPFD_CLOEXEC(3)).ok().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+            let saved = fcntl(target, FcntlArg::F_DUPFD_CLOEXEC(3))
+                .ok()
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
             guard.saved.push(saved);
-            nix::unistd::dup2(fd.as_raw_fd(), target).map_err(sys(format!("dup2 pipe to fd {target}")))?;
+            nix::unistd::dup2(fd.as_raw_fd(), target)
+                .map_err(sys(format!("dup2 pipe to fd {target}")))?;
         }
         Ok(guard)
     }
@@ -75,19 +84,30 @@ impl Pipes {
     /// and starts copying: our stdin to its stdin, its stdout and stderr to
     /// ours.
     pub fn relay(self) -> Result<Relay, ContainerError> {
-        let Pipes { theirs, ours: [stdin_w, stdout_r, stderr_r] } = self;
+        let Pipes {
+            theirs,
+            ours: [stdin_w, stdout_r, stderr_r],
+        } = self;
         drop(theirs);
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-            std::thread::Builder::new().name(name.into()).spawn(f).map_err(super::io_err(format!("start the {name} copy")))
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(super::io_err(format!("start the {name} copy")))
         };
         // Never joined: a stdin that stays open must not keep us waiting.
-        spawn("stdin", Box::new(move || {
-            copy(0, stdin_w.as_raw_fd());
-            drop(stdin_w);
-        }))?;
+        spawn(
+            "stdin",
+            Box::new(move || {
+                copy(0, stdin_w.as_raw_fd());
+                drop(stdin_w);
+            }),
+        )?;
         let out = spawn("stdout", Box::new(move || copy(stdout_r.as_raw_fd(), 1)))?;
         let err = spawn("stderr", Box::new(move || copy(stderr_r.as_raw_fd(), 2)))?;
-        Ok(Relay { outputs: vec![out, err] })
+        Ok(Relay {
+            outputs: vec![out, err],
+        })
     }
 }
 
@@ -134,14 +154,26 @@ pub fn host_root_ids(spec: &Spec) -> Result<(u32, u32), ContainerError> {
         return Ok((0, 0));
     }
     let root_of = |maps: Option<&Vec<LinuxIdMapping>>, kind: &str, what: &str| {
-        let maps = maps.ok_or_else(|| ContainerError::Precondition(format!("User namespaces enabled, but no {kind} mappings found.")))?;
+        let maps = maps.ok_or_else(|| {
+            ContainerError::Precondition(format!(
+                "User namespaces enabled, but no {kind} mappings found."
+            ))
+        })?;
         maps.iter()
             .find(|m| m.container_id() == 0 && m.size() > 0)
             .map(|m| m.host_id())
-            .ok_or_else(|| ContainerError::Precondition(format!("User namespaces enabled, but no {what} mapping found.")))
+            .ok_or_else(|| {
+                ContainerError::Precondition(format!(
+                    "User namespaces enabled, but no {what} mapping found."
+                ))
+            })
     };
     let uid = root_of(linux.and_then(|l| l.uid_mappings().as_ref()), "uid", "user")?;
-    let gid = root_of(linux.and_then(|l| l.gid_mappings().as_ref()), "gid", "group")?;
+    let gid = root_of(
+        linux.and_then(|l| l.gid_mappings().as_ref()),
+        "gid",
+        "group",
+    )?;
     Ok((uid, gid))
 }
 
@@ -150,7 +182,8 @@ fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, ContainerError> {
     if fd.as_raw_fd() > 2 {
         return Ok(fd);
     }
-    let moved = fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(3)).map_err(sys("move a pipe above stdio"))?;
+    let moved = fcntl(fd.as_raw_fd(), FcntlArg::F_DUPFD_CLOEXEC(3))
+        .map_err(sys("move a pipe above stdio"))?;
     Ok(unsafe { OwnedFd::from_raw_fd(moved) })
 }
 
@@ -206,7 +239,11 @@ mod tests {
     fn pipes_belong_to_the_host_ids_of_the_container_root() {
         assert_eq!(host_root_ids(&spec(serde_json::json!({}))).unwrap(), (0, 0));
         let maps = |c: u32| serde_json::json!([{"containerID": c, "hostID": 100000, "size": 1000}]);
-        let userns = |c: u32| spec(serde_json::json!({"namespaces": [{"type": "user"}], "uidMappings": maps(c), "gidMappings": maps(c)}));
+        let userns = |c: u32| {
+            spec(
+                serde_json::json!({"namespaces": [{"type": "user"}], "uidMappings": maps(c), "gidMappings": maps(c)}),
+            )
+        };
         assert_eq!(host_root_ids(&userns(0)).unwrap(), (100000, 100000));
         let e = host_root_ids(&userns(1)).unwrap_err().to_string();
         assert_eq!(e, "User namespaces enabled, but no user mapping found.");

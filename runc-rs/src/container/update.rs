@@ -105,10 +105,19 @@ pub fn update(root: &Path, o: &UpdateOpts) -> Result<(), ContainerError> {
     if st.status(root) == Status::Stopped {
         return Err(bad("container not running"));
     }
-    let cg = st.cgroup.clone().ok_or_else(|| bad("the container has no cgroup (not delegated to this user?): cannot update it"))?;
-    let mut spec = serde_json::to_value(st.config.as_ref().ok_or_else(|| bad("the container's state has no spec"))?)
-        .expect("spec serializes");
-    let old = spec.pointer("/linux/resources").cloned().unwrap_or(Value::Null);
+    let cg = st.cgroup.clone().ok_or_else(|| {
+        bad("the container has no cgroup (not delegated to this user?): cannot update it")
+    })?;
+    let mut spec = serde_json::to_value(
+        st.config
+            .as_ref()
+            .ok_or_else(|| bad("the container's state has no spec"))?,
+    )
+    .expect("spec serializes");
+    let old = spec
+        .pointer("/linux/resources")
+        .cloned()
+        .unwrap_or(Value::Null);
     let delta = delta(&input, &old, &cg);
     if delta.as_object().is_none_or(|m| m.is_empty()) {
         return Ok(());
@@ -125,8 +134,16 @@ pub fn update(root: &Path, o: &UpdateOpts) -> Result<(), ContainerError> {
         }
         return Err(e.into());
     }
-    let linux = spec.as_object_mut().expect("spec is an object").entry("linux").or_insert_with(|| json!({}));
-    let resources = linux.as_object_mut().ok_or_else(|| bad("spec: linux is not an object"))?.entry("resources").or_insert_with(|| json!({}));
+    let linux = spec
+        .as_object_mut()
+        .expect("spec is an object")
+        .entry("linux")
+        .or_insert_with(|| json!({}));
+    let resources = linux
+        .as_object_mut()
+        .ok_or_else(|| bad("spec: linux is not an object"))?
+        .entry("resources")
+        .or_insert_with(|| json!({}));
     merge(resources, &delta);
     st.config = Some(serde_json::from_value(spec).map_err(|e| bad(format!("updated spec: {e}")))?);
     st.save(root)?;
@@ -136,14 +153,20 @@ pub fn update(root: &Path, o: &UpdateOpts) -> Result<(), ContainerError> {
 fn read_input(src: &str) -> Result<Input, ContainerError> {
     let mut data = Vec::new();
     if src == "-" {
-        std::io::stdin().read_to_end(&mut data).map_err(super::io_err("read resources from stdin"))?;
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .map_err(super::io_err("read resources from stdin"))?;
     } else {
         data = std::fs::read(src).map_err(super::io_err(format!("open {src}")))?;
     }
     let de = &mut serde_json::Deserializer::from_slice(&data);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        if path == "." { bad(format!("resources: {}", e.inner())) } else { bad(format!("resources: {path}: {}", e.inner())) }
+        if path == "." {
+            bad(format!("resources: {}", e.inner()))
+        } else {
+            bad(format!("resources: {path}: {}", e.inner()))
+        }
     })
 }
 
@@ -152,7 +175,10 @@ fn from_flags(o: &UpdateOpts) -> Result<Input, ContainerError> {
     let int_flag = |name: &str, v: &Option<String>| -> Result<i64, ContainerError> {
         match v {
             None => Ok(0),
-            Some(s) => s.trim().parse::<i64>().map_err(|_| bad(format!("invalid value {s:?} for flag -{name}: parse error"))),
+            Some(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad(format!("invalid value {s:?} for flag -{name}: parse error"))),
         }
     };
     i.block_io.weight = int_flag("blkio-weight", &o.blkio_weight)? as u16;
@@ -166,13 +192,23 @@ fn from_flags(o: &UpdateOpts) -> Result<Input, ContainerError> {
     let uint = |name: &str, v: &Option<String>| -> Result<u64, ContainerError> {
         match v.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(0),
-            Some(s) => s.parse::<u64>().map_err(|e| bad(format!("invalid value for {name}: strconv.ParseUint: parsing {s:?}: {}", num_err(&e.to_string())))),
+            Some(s) => s.parse::<u64>().map_err(|e| {
+                bad(format!(
+                    "invalid value for {name}: strconv.ParseUint: parsing {s:?}: {}",
+                    num_err(&e.to_string())
+                ))
+            }),
         }
     };
     let int = |name: &str, v: &Option<String>| -> Result<i64, ContainerError> {
         match v.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(0),
-            Some(s) => s.parse::<i64>().map_err(|e| bad(format!("invalid value for {name}: strconv.ParseInt: parsing {s:?}: {}", num_err(&e.to_string())))),
+            Some(s) => s.parse::<i64>().map_err(|e| {
+                bad(format!(
+                    "invalid value for {name}: strconv.ParseInt: parsing {s:?}: {}",
+                    num_err(&e.to_string())
+                ))
+            }),
         }
     };
     i.cpu.period = uint("cpu-period", &o.cpu_period)?;
@@ -184,7 +220,8 @@ fn from_flags(o: &UpdateOpts) -> Result<Input, ContainerError> {
         match v.as_deref().filter(|s| !s.is_empty()) {
             None => Ok(0),
             Some("-1") => Ok(-1),
-            Some(s) => ram_in_bytes(s).ok_or_else(|| bad(format!("invalid value for {name}: invalid size: '{s}'"))),
+            Some(s) => ram_in_bytes(s)
+                .ok_or_else(|| bad(format!("invalid value for {name}: invalid size: '{s}'"))),
         }
     };
     i.memory.limit = mem("memory", &o.memory)?;
@@ -197,7 +234,11 @@ fn from_flags(o: &UpdateOpts) -> Result<Input, ContainerError> {
 
 /// Go's strconv error reasons.
 fn num_err(rust: &str) -> &'static str {
-    if rust.contains("too large") || rust.contains("too small") { "value out of range" } else { "invalid syntax" }
+    if rust.contains("too large") || rust.contains("too small") {
+        "value out of range"
+    } else {
+        "invalid syntax"
+    }
 }
 
 /// docker/go-units RAMInBytes: "512", "1.5g", "64MiB", "100 kb" (binary
@@ -227,7 +268,10 @@ pub fn ram_in_bytes(s: &str) -> Option<i64> {
         i += 1;
     }
     let mut mult = 1f64;
-    if let Some(p) = b.get(i).and_then(|c| "kmgtp".find(c.to_ascii_lowercase() as char)) {
+    if let Some(p) = b
+        .get(i)
+        .and_then(|c| "kmgtp".find(c.to_ascii_lowercase() as char))
+    {
         mult = 1024f64.powi(p as i32 + 1);
         i += 1;
     }
@@ -254,8 +298,12 @@ fn rdt_check(o: &UpdateOpts) -> Result<(), ContainerError> {
     if o.mem_bw_schema.as_deref().is_some_and(|s| !s.is_empty()) && !info.join("MB").is_dir() {
         return Err(bad("Intel RDT/MBA: memory bandwidth schema is not enabled"));
     }
-    if o.l3_cache_schema.as_deref().is_some_and(|s| !s.is_empty()) || o.mem_bw_schema.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(bad("Intel RDT: this runtime does not manage resctrl groups"));
+    if o.l3_cache_schema.as_deref().is_some_and(|s| !s.is_empty())
+        || o.mem_bw_schema.as_deref().is_some_and(|s| !s.is_empty())
+    {
+        return Err(bad(
+            "Intel RDT: this runtime does not manage resctrl groups",
+        ));
     }
     Ok(())
 }
@@ -276,7 +324,10 @@ fn delta(i: &Input, old: &Value, cg: &cgroups::Manager) -> Value {
     // runc: an unlimited memory limit without a swap value lifts the v1
     // memory+swap limit too (else the kernel refuses memory > memsw).
     if i.memory.limit == -1 && swap == 0 {
-        let memsw = cg.paths().get("memory").map(|d| d.join("memory.memsw.limit_in_bytes"));
+        let memsw = cg
+            .paths()
+            .get("memory")
+            .map(|d| d.join("memory.memsw.limit_in_bytes"));
         if memsw.is_some_and(|p| p.exists()) {
             swap = -1;
         }
@@ -289,7 +340,11 @@ fn delta(i: &Input, old: &Value, cg: &cgroups::Manager) -> Value {
     }
     let mut cpu = Map::new();
     let (p, q) = (i.cpu.period, i.cpu.quota);
-    let old_cpu = |k: &str| old.pointer(&format!("/cpu/{k}")).filter(|v| v.as_i64() != Some(0) && !v.is_null()).cloned();
+    let old_cpu = |k: &str| {
+        old.pointer(&format!("/cpu/{k}"))
+            .filter(|v| v.as_i64() != Some(0) && !v.is_null())
+            .cloned()
+    };
     if p != 0 {
         cpu.insert("period".into(), json!(p));
     }
@@ -342,7 +397,10 @@ fn restore_values(delta: &Value, old: &Value) -> Value {
     for (group, fields) in delta.as_object().into_iter().flatten() {
         let mut g = Map::new();
         for (k, _) in fields.as_object().into_iter().flatten() {
-            if let Some(v) = old.pointer(&format!("/{group}/{k}")).filter(|v| !v.is_null()) {
+            if let Some(v) = old
+                .pointer(&format!("/{group}/{k}"))
+                .filter(|v| !v.is_null())
+            {
                 g.insert(k.clone(), v.clone());
             }
         }
@@ -387,9 +445,18 @@ mod tests {
     #[test]
     fn merge_keeps_untouched_fields() {
         let mut t = json!({"memory": {"limit": 1, "swap": 2}, "devices": [1]});
-        merge(&mut t, &json!({"memory": {"limit": 5}, "pids": {"limit": 3}}));
-        assert_eq!(t, json!({"memory": {"limit": 5, "swap": 2}, "devices": [1], "pids": {"limit": 3}}));
-        let back = restore_values(&json!({"memory": {"limit": 5, "reservation": 1}}), &json!({"memory": {"limit": 9}}));
+        merge(
+            &mut t,
+            &json!({"memory": {"limit": 5}, "pids": {"limit": 3}}),
+        );
+        assert_eq!(
+            t,
+            json!({"memory": {"limit": 5, "swap": 2}, "devices": [1], "pids": {"limit": 3}})
+        );
+        let back = restore_values(
+            &json!({"memory": {"limit": 5, "reservation": 1}}),
+            &json!({"memory": {"limit": 9}}),
+        );
         assert_eq!(back, json!({"memory": {"limit": 9}}));
     }
 }

@@ -40,7 +40,10 @@ pub enum ChannelError {
     #[error("sync channel: bad message: {0}")]
     Decode(serde_json::Error),
     #[error("sync channel: expected {expected}, got {got:?}")]
-    Unexpected { expected: &'static str, got: Message },
+    Unexpected {
+        expected: &'static str,
+        got: Message,
+    },
 }
 
 pub struct Channel {
@@ -48,8 +51,13 @@ pub struct Channel {
 }
 
 pub fn pair() -> Result<(Channel, Channel), ChannelError> {
-    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-        .map_err(ChannelError::Io)?;
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(ChannelError::Io)?;
     Ok((Channel { fd: a }, Channel { fd: b }))
 }
 
@@ -79,7 +87,11 @@ impl Channel {
         match self.recv()? {
             m if m == expected => Ok(()),
             Message::Error(e) => Err(ChildOrChannel::Child(e)),
-            got => Err(ChannelError::Unexpected { expected: name, got }.into()),
+            got => Err(ChannelError::Unexpected {
+                expected: name,
+                got,
+            }
+            .into()),
         }
     }
 

@@ -44,7 +44,12 @@ pub struct ExecConfig {
 impl ExecConfig {
     fn namespace_types(&self) -> Vec<LinuxNamespaceType> {
         let linux = self.spec.linux().as_ref();
-        linux.and_then(|l| l.namespaces().as_deref()).unwrap_or_default().iter().map(|n| n.typ()).collect()
+        linux
+            .and_then(|l| l.namespaces().as_deref())
+            .unwrap_or_default()
+            .iter()
+            .map(|n| n.typ())
+            .collect()
     }
 }
 
@@ -74,16 +79,19 @@ fn intermediate_setup(cfg: &ExecConfig, chan: &Channel, init_chan: &Channel) -> 
     // /proc/self writes above: a non-dumpable process's /proc files belong
     // to root, which a rootless runtime is not.)
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    let plan = Plan::join_container(&cfg.namespace_types(), cfg.init_pid).map_err(|e| e.to_string())?;
+    let plan =
+        Plan::join_container(&cfg.namespace_types(), cfg.init_pid).map_err(|e| e.to_string())?;
     plan.join_all().map_err(|e| e.to_string())?;
-    let pid = super::intermediate::clone_parent().map_err(|e| format!("clone exec process: {e}"))?;
+    let pid =
+        super::intermediate::clone_parent().map_err(|e| format!("clone exec process: {e}"))?;
     if pid == 0 {
         // As for create: the parent learns that the intermediate died from
         // the EOF of its channel, so the new process must not hold it.
         let _ = nix::unistd::close(chan.raw());
         init(cfg, init_chan)
     }
-    chan.send(&Message::InitPid(pid)).map_err(|e| e.to_string())?;
+    chan.send(&Message::InitPid(pid))
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -30,7 +30,10 @@ pub fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
 
 pub fn set_rlimits(limits: &[PosixRlimit]) -> Result<(), String> {
     for l in limits {
-        let r = libc::rlimit { rlim_cur: l.soft(), rlim_max: l.hard() };
+        let r = libc::rlimit {
+            rlim_cur: l.soft(),
+            rlim_max: l.hard(),
+        };
         if unsafe { libc::setrlimit(rlimit_resource(l.typ()), &r) } != 0 {
             return Err(format!(
                 "process.rlimits: setrlimit {:?} (soft {}, hard {}): {}",
@@ -48,20 +51,30 @@ pub fn set_rlimits(limits: &[PosixRlimit]) -> Result<(), String> {
 pub fn switch_user(user: &User, setgroups_allowed: bool) -> Result<(), String> {
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
     if setgroups_allowed {
-        let gids: Vec<nix::unistd::Gid> = user.additional_gids().iter().flatten().map(|g| (*g).into()).collect();
-        nix::unistd::setgroups(&gids).map_err(|e| format!("process.user.additionalGids: setgroups: {e}"))?;
+        let gids: Vec<nix::unistd::Gid> = user
+            .additional_gids()
+            .iter()
+            .flatten()
+            .map(|g| (*g).into())
+            .collect();
+        nix::unistd::setgroups(&gids)
+            .map_err(|e| format!("process.user.additionalGids: setgroups: {e}"))?;
     }
     let gid = user.gid().into();
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("process.user.gid: setresgid({}): {e}", user.gid()))?;
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| format!("process.user.gid: setresgid({}): {e}", user.gid()))?;
     let uid = user.uid().into();
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("process.user.uid: setresuid({}): {e}", user.uid()))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| format!("process.user.uid: setresuid({}): {e}", user.uid()))?;
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
     Ok(())
 }
 
 /// Whether setgroups(2) may be called: not when a user namespace denies it.
 pub fn setgroups_allowed() -> bool {
-    std::fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true)
+    std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() != "deny")
+        .unwrap_or(true)
 }
 
 /// HOME from the container's /etc/passwd for `uid`, else "/".
@@ -84,10 +97,14 @@ pub fn process_env(env: &[String], home: impl FnOnce() -> String) -> Result<Vec<
     let mut out: Vec<(String, String)> = Vec::with_capacity(env.len() + 1);
     for pair in env {
         let Some((name, value)) = pair.split_once('=') else {
-            return Err(format!("process.env: invalid environment variable {pair:?}: missing '='"));
+            return Err(format!(
+                "process.env: invalid environment variable {pair:?}: missing '='"
+            ));
         };
         if name.is_empty() {
-            return Err(format!("process.env: invalid environment variable {pair:?}: name cannot be empty"));
+            return Err(format!(
+                "process.env: invalid environment variable {pair:?}: name cannot be empty"
+            ));
         }
         match out.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = value.to_owned(),
@@ -103,7 +120,9 @@ pub fn process_env(env: &[String], home: impl FnOnce() -> String) -> Result<Vec<
 }
 
 fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Resolves the program like Go's exec.LookPath (runc's messages included),
@@ -117,7 +136,11 @@ pub fn look_path(name: &str, env: &[String]) -> Result<PathBuf, String> {
             Err(e) => Err(format!("exec: {name:?}: stat {name}: {e}")),
         };
     }
-    let path = env.iter().rev().find_map(|kv| kv.strip_prefix("PATH=")).unwrap_or("");
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or("");
     for dir in path.split(':') {
         let dir = if dir.is_empty() { "." } else { dir };
         let p = Path::new(dir).join(name);
@@ -125,7 +148,9 @@ pub fn look_path(name: &str, env: &[String]) -> Result<PathBuf, String> {
             return Ok(p);
         }
     }
-    Err(format!("exec: {name:?}: executable file not found in $PATH"))
+    Err(format!(
+        "exec: {name:?}: executable file not found in $PATH"
+    ))
 }
 
 #[cfg(test)]
@@ -138,8 +163,15 @@ mod tests {
 
     #[test]
     fn env_like_runc() {
-        let got = process_env(&env(&["A=1", "DUP=first", "B=x=y", "DUP=second", "EMPTY="]), || "/root".into()).unwrap();
-        assert_eq!(got, env(&["A=1", "DUP=second", "B=x=y", "EMPTY=", "HOME=/root"]));
+        let got = process_env(
+            &env(&["A=1", "DUP=first", "B=x=y", "DUP=second", "EMPTY="]),
+            || "/root".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            env(&["A=1", "DUP=second", "B=x=y", "EMPTY=", "HOME=/root"])
+        );
         let kept = process_env(&env(&["HOME=/h"]), || unreachable!()).unwrap();
         assert_eq!(kept, env(&["HOME=/h"]));
         let filled = process_env(&env(&["HOME="]), || "/".into()).unwrap();

@@ -38,7 +38,12 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, 
     let process = spec.process().as_ref().expect("validated");
     let linux = spec.linux().as_ref();
     let new_mntns = plan.new_flags.contains(nix::sched::CloneFlags::CLONE_NEWNS);
-    let ns_types: Vec<_> = linux.and_then(|l| l.namespaces().as_deref()).unwrap_or_default().iter().map(|n| n.typ()).collect();
+    let ns_types: Vec<_> = linux
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|n| n.typ())
+        .collect();
 
     let ctx = RootfsContext {
         rootfs: cfg.rootfs.clone(),
@@ -56,20 +61,30 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, 
     // Without prestart/createRuntime hooks the round trip would only make
     // init wait for the parent (which meanwhile writes the state records).
     let has = |v: Option<&Vec<oci_spec::runtime::Hook>>| v.is_some_and(|v| !v.is_empty());
-    if has(h.and_then(|h| h.prestart().as_ref())) || has(h.and_then(|h| h.create_runtime().as_ref())) {
-        chan.send(&Message::RunCreateRuntimeHooks).map_err(|e| e.to_string())?;
-        chan.expect(Message::HooksDone, "HooksDone").map_err(|e| e.to_string())?;
+    if has(h.and_then(|h| h.prestart().as_ref()))
+        || has(h.and_then(|h| h.create_runtime().as_ref()))
+    {
+        chan.send(&Message::RunCreateRuntimeHooks)
+            .map_err(|e| e.to_string())?;
+        chan.expect(Message::HooksDone, "HooksDone")
+            .map_err(|e| e.to_string())?;
     }
     let state = init_state_json(cfg);
     // As in runc, init works from the rootfs directory, which createContainer
     // hooks inherit as their working directory.
     nix::unistd::chdir(&cfg.rootfs).map_err(|e| format!("chdir {}: {e}", cfg.rootfs.display()))?;
-    hooks::run_all("createContainer", h.and_then(|h| h.create_container().as_ref()), &state).map_err(|e| e.to_string())?;
+    hooks::run_all(
+        "createContainer",
+        h.and_then(|h| h.create_container().as_ref()),
+        &state,
+    )
+    .map_err(|e| e.to_string())?;
     if new_mntns {
         log::debug!("init: switching root");
         rootfs::switch_root(&cfg.rootfs, cfg.no_pivot).map_err(|e| e.to_string())?;
     } else {
-        nix::unistd::chroot(&cfg.rootfs).map_err(|e| format!("chroot {}: {e}", cfg.rootfs.display()))?;
+        nix::unistd::chroot(&cfg.rootfs)
+            .map_err(|e| format!("chroot {}: {e}", cfg.rootfs.display()))?;
         nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     }
 
@@ -84,9 +99,14 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, 
     // field (it arrived in runc 1.2), so its containers keep the new UTS
     // namespace's "(none)". A domain name can still be set through the
     // `kernel.domainname` sysctl, which runc 1.1 accepts.
-    for (k, v) in linux.and_then(|l| l.sysctl().as_ref()).into_iter().flatten() {
+    for (k, v) in linux
+        .and_then(|l| l.sysctl().as_ref())
+        .into_iter()
+        .flatten()
+    {
         let path = Path::new("/proc/sys").join(k.replace('.', "/"));
-        std::fs::write(&path, v).map_err(|e| format!("linux.sysctl: write {v:?} to {}: {e}", path.display()))?;
+        std::fs::write(&path, v)
+            .map_err(|e| format!("linux.sysctl: write {v:?} to {}: {e}", path.display()))?;
     }
     if new_mntns {
         log::debug!("init: finalizing rootfs");
@@ -115,17 +135,39 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, plan: &Plan) -> Result<ExecTarget, 
 /// Blocks on exec.fifo until `start`, runs startContainer hooks, execs.
 fn after_start(cfg: &LaunchConfig, t: &ExecTarget) -> Result<std::convert::Infallible, String> {
     let fifo_path = format!("/proc/self/fd/{}", cfg.fifo.as_raw_fd());
-    let fd = nix::fcntl::open(fifo_path.as_str(), nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(|e| format!("open exec fifo: {e}"))?;
-    nix::unistd::write(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, b"0").map_err(|e| format!("write exec fifo: {e}"))?;
+    let fd = nix::fcntl::open(
+        fifo_path.as_str(),
+        nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("open exec fifo: {e}"))?;
+    nix::unistd::write(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }, b"0")
+        .map_err(|e| format!("write exec fifo: {e}"))?;
     let _ = nix::unistd::close(fd);
     let h = cfg.spec.hooks().as_ref();
-    hooks::run_all("startContainer", h.and_then(|h| h.start_container().as_ref()), &init_state_json(cfg)).map_err(|e| e.to_string())?;
+    hooks::run_all(
+        "startContainer",
+        h.and_then(|h| h.start_container().as_ref()),
+        &init_state_json(cfg),
+    )
+    .map_err(|e| e.to_string())?;
     Err(finalize::exec(t))
 }
 
 /// The state handed to hooks run by init (createContainer, startContainer).
 fn init_state_json(cfg: &LaunchConfig) -> Vec<u8> {
-    let annotations = cfg.spec.annotations().clone().unwrap_or_default().into_iter().collect();
-    crate::container::state_json(&cfg.id, crate::state::Status::Creating, std::process::id() as i32, &cfg.bundle, &annotations)
+    let annotations = cfg
+        .spec
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    crate::container::state_json(
+        &cfg.id,
+        crate::state::Status::Creating,
+        std::process::id() as i32,
+        &cfg.bundle,
+        &annotations,
+    )
 }

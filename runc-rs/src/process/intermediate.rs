@@ -29,17 +29,25 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, init_chan: &Channel) -> Result<(), 
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())
             .map_err(|e| format!("write {adj:?} to /proc/self/oom_score_adj: {e}"))?;
     }
-    let ns = cfg.spec.linux().as_ref().and_then(|l| l.namespaces().as_deref()).unwrap_or_default();
+    let ns = cfg
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_deref())
+        .unwrap_or_default();
     let plan = Plan::from_spec(ns).map_err(|e| e.to_string())?;
     plan.join_all().map_err(|e| e.to_string())?;
     if plan.new_user {
         namespaces::unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| e.to_string())?;
-        chan.send(&Message::UserNsReady).map_err(|e| e.to_string())?;
-        chan.expect(Message::MappingsWritten, "MappingsWritten").map_err(|e| e.to_string())?;
+        chan.send(&Message::UserNsReady)
+            .map_err(|e| e.to_string())?;
+        chan.expect(Message::MappingsWritten, "MappingsWritten")
+            .map_err(|e| e.to_string())?;
     }
     if plan.has_user() {
         // Become root of the user namespace so that what follows is privileged there.
-        nix::unistd::setresuid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresuid(0) in user namespace: {e}"))?;
+        nix::unistd::setresuid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("setresuid(0) in user namespace: {e}"))?;
     }
     log::debug!("intermediate: creating namespaces");
     namespaces::unshare(plan.new_flags).map_err(|e| e.to_string())?;
@@ -47,9 +55,13 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, init_chan: &Channel) -> Result<(), 
         // The gid changes only after the other namespaces exist, as in
         // runc's nsexec: objects made with them (the IPC namespace's mqueue
         // root) are owned by our unmapped host gid, shown as the overflow gid.
-        nix::unistd::setresgid(0.into(), 0.into(), 0.into()).map_err(|e| format!("setresgid(0) in user namespace: {e}"))?;
+        nix::unistd::setresgid(0.into(), 0.into(), 0.into())
+            .map_err(|e| format!("setresgid(0) in user namespace: {e}"))?;
     }
-    if plan.new_flags.contains(namespaces::flag(LinuxNamespaceType::Time)) {
+    if plan
+        .new_flags
+        .contains(namespaces::flag(LinuxNamespaceType::Time))
+    {
         write_time_offsets(cfg)?;
     }
     log::debug!("intermediate: cloning init");
@@ -60,21 +72,31 @@ fn setup(cfg: &LaunchConfig, chan: &Channel, init_chan: &Channel) -> Result<(), 
         let _ = nix::unistd::close(chan.raw());
         init::run(cfg, init_chan, &plan)
     }
-    chan.send(&Message::InitPid(pid)).map_err(|e| e.to_string())?;
+    chan.send(&Message::InitPid(pid))
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
 /// A time namespace's offsets must be written before its first process.
 fn write_time_offsets(cfg: &LaunchConfig) -> Result<(), String> {
-    let offsets = cfg.spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref());
+    let offsets = cfg
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.time_offsets().as_ref());
     let mut data = String::new();
     for (clock, off) in offsets.into_iter().flatten() {
-        data.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+        data.push_str(&format!(
+            "{clock} {} {}\n",
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
     }
     if data.is_empty() {
         return Ok(());
     }
-    std::fs::write("/proc/self/timens_offsets", data).map_err(|e| format!("linux.timeOffsets: write /proc/self/timens_offsets: {e}"))
+    std::fs::write("/proc/self/timens_offsets", data)
+        .map_err(|e| format!("linux.timeOffsets: write /proc/self/timens_offsets: {e}"))
 }
 
 /// fork(2) with CLONE_PARENT: the new process's parent is our parent, so
@@ -82,7 +104,14 @@ fn write_time_offsets(cfg: &LaunchConfig) -> Result<(), String> {
 /// reparented to the caller's subreaper (the shim).
 pub(super) fn clone_parent() -> nix::Result<i32> {
     let rc = unsafe {
-        libc::syscall(libc::SYS_clone, (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
     };
     if rc < 0 {
         return Err(nix::Error::last());

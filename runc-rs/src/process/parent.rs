@@ -28,7 +28,10 @@ pub enum LaunchError {
     #[error("container init exited before it was ready")]
     InitDied,
     #[error("seccomp listener {path}: {source}")]
-    SeccompListener { path: String, source: std::io::Error },
+    SeccompListener {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl From<ChildOrChannel> for LaunchError {
@@ -93,42 +96,56 @@ pub fn launch(
 /// pid, as runc does.
 pub fn launch_exec(cfg: &ExecConfig) -> Result<Launched, LaunchError> {
     let state = |_pid: i32| {
-        crate::container::state_json(&cfg.id, crate::state::Status::Running, cfg.init_pid, &cfg.bundle, &cfg.annotations)
+        crate::container::state_json(
+            &cfg.id,
+            crate::state::Status::Running,
+            cfg.init_pid,
+            &cfg.bundle,
+            &cfg.annotations,
+        )
     };
     launch_job(Job::Exec(cfg), &state, &mut |_| {})
 }
 
-fn launch_job(job: Job, state_json: &dyn Fn(i32) -> Vec<u8>, on_init_pid: &mut dyn FnMut(i32)) -> Result<Launched, LaunchError> {
+fn launch_job(
+    job: Job,
+    state_json: &dyn Fn(i32) -> Vec<u8>,
+    on_init_pid: &mut dyn FnMut(i32),
+) -> Result<Launched, LaunchError> {
     let (parent_end, child_end) = channel::pair()?;
     let (parent_init_end, init_end) = channel::pair()?;
     // Safety: the runtime is single-threaded here; the child only runs
     // async-signal-safe-enough code paths of its own before exec or exit.
     let cgroup = job.cgroup();
-    let intermediate_pid = match unsafe { super::spawn::fork_into(cgroup.and_then(|c| c.unified_dir())) }.map_err(LaunchError::Fork)? {
-        super::spawn::Forked::Child { in_unified } => {
-            drop(parent_end);
-            drop(parent_init_end);
-            // The child places itself: cheaper than the parent moving it.
-            if let Some(cg) = cgroup {
-                if let Err(e) = cg.enter_self(in_unified) {
-                    let _ = child_end.send(&Message::Error(format!("join cgroup: {e}")));
-                    unsafe { libc::_exit(1) }
+    let intermediate_pid =
+        match unsafe { super::spawn::fork_into(cgroup.and_then(|c| c.unified_dir())) }
+            .map_err(LaunchError::Fork)?
+        {
+            super::spawn::Forked::Child { in_unified } => {
+                drop(parent_end);
+                drop(parent_init_end);
+                // The child places itself: cheaper than the parent moving it.
+                if let Some(cg) = cgroup {
+                    if let Err(e) = cg.enter_self(in_unified) {
+                        let _ = child_end.send(&Message::Error(format!("join cgroup: {e}")));
+                        unsafe { libc::_exit(1) }
+                    }
+                }
+                match job {
+                    Job::Create(cfg) => intermediate::run(cfg, child_end, init_end),
+                    Job::Exec(cfg) => super::exec::intermediate(cfg, child_end, init_end),
                 }
             }
-            match job {
-                Job::Create(cfg) => intermediate::run(cfg, child_end, init_end),
-                Job::Exec(cfg) => super::exec::intermediate(cfg, child_end, init_end),
-            }
-        }
-        super::spawn::Forked::Parent(child) => child,
-    };
+            super::spawn::Forked::Parent(child) => child,
+        };
     drop(child_end);
     drop(init_end);
     let mut init_pid: Option<i32> = None;
-    let result = drive_intermediate(job, &parent_end, intermediate_pid, &mut init_pid).and_then(|pid| {
-        on_init_pid(pid);
-        drive_init(job, &parent_init_end, pid, state_json)
-    });
+    let result =
+        drive_intermediate(job, &parent_end, intermediate_pid, &mut init_pid).and_then(|pid| {
+            on_init_pid(pid);
+            drive_init(job, &parent_init_end, pid, state_json)
+        });
     if result.is_err() {
         if let Some(p) = init_pid {
             let _ = nix::sys::signal::kill(Pid::from_raw(p), nix::sys::signal::SIGKILL);
@@ -154,8 +171,20 @@ fn drive_intermediate(
         match chan.recv()? {
             Message::UserNsReady => {
                 let pid = intermediate_pid.as_raw();
-                write_map(pid, "uid_map", linux.and_then(|l| l.uid_mappings().as_deref()).unwrap_or_default())?;
-                write_map(pid, "gid_map", linux.and_then(|l| l.gid_mappings().as_deref()).unwrap_or_default())?;
+                write_map(
+                    pid,
+                    "uid_map",
+                    linux
+                        .and_then(|l| l.uid_mappings().as_deref())
+                        .unwrap_or_default(),
+                )?;
+                write_map(
+                    pid,
+                    "gid_map",
+                    linux
+                        .and_then(|l| l.gid_mappings().as_deref())
+                        .unwrap_or_default(),
+                )?;
                 chan.send(&Message::MappingsWritten)?;
             }
             Message::InitPid(pid) => {
@@ -164,7 +193,13 @@ fn drive_intermediate(
                 return Ok(pid);
             }
             Message::Error(e) => return Err(LaunchError::Child(e)),
-            other => return Err(channel::ChannelError::Unexpected { expected: "the intermediate's report", got: other }.into()),
+            other => {
+                return Err(channel::ChannelError::Unexpected {
+                    expected: "the intermediate's report",
+                    got: other,
+                }
+                .into())
+            }
         }
     }
 }
@@ -187,7 +222,11 @@ fn drive_init(
                 let state = state_json(pid);
                 let h = job.spec().hooks().as_ref();
                 hooks::run_all("prestart", h.and_then(|h| h.prestart().as_ref()), &state)?;
-                hooks::run_all("createRuntime", h.and_then(|h| h.create_runtime().as_ref()), &state)?;
+                hooks::run_all(
+                    "createRuntime",
+                    h.and_then(|h| h.create_runtime().as_ref()),
+                    &state,
+                )?;
                 chan.send(&Message::HooksDone)?;
             }
             Message::SeccompNotifyFd => {
@@ -196,7 +235,13 @@ fn drive_init(
             }
             Message::Ready => return Ok(Launched { pid }),
             Message::Error(e) => return Err(LaunchError::Child(e)),
-            other => return Err(channel::ChannelError::Unexpected { expected: "init's report", got: other }.into()),
+            other => {
+                return Err(channel::ChannelError::Unexpected {
+                    expected: "init's report",
+                    got: other,
+                }
+                .into())
+            }
         }
     }
 }
@@ -208,15 +253,27 @@ fn write_map(pid: i32, file: &'static str, maps: &[LinuxIdMapping]) -> Result<()
 
 fn recv_fd(sock: i32) -> Result<OwnedFd, LaunchError> {
     let io = |e| LaunchError::Channel(channel::ChannelError::Io(e));
-    crate::tty::recv_fd(sock).map_err(io)?.ok_or(LaunchError::Channel(channel::ChannelError::Eof))
+    crate::tty::recv_fd(sock)
+        .map_err(io)?
+        .ok_or(LaunchError::Channel(channel::ChannelError::Eof))
 }
 
 /// Hands the seccomp notify fd to the listener named by the spec, with the
 /// container process state, as runc does.
-fn send_to_listener(spec: &oci_spec::runtime::Spec, fd: OwnedFd, state: &[u8], pid: i32) -> Result<(), LaunchError> {
+fn send_to_listener(
+    spec: &oci_spec::runtime::Spec,
+    fd: OwnedFd,
+    state: &[u8],
+    pid: i32,
+) -> Result<(), LaunchError> {
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
-    let Some(path) = seccomp.and_then(|s| s.listener_path().as_ref()) else { return Ok(()) };
-    let err = |source| LaunchError::SeccompListener { path: path.display().to_string(), source };
+    let Some(path) = seccomp.and_then(|s| s.listener_path().as_ref()) else {
+        return Ok(());
+    };
+    let err = |source| LaunchError::SeccompListener {
+        path: path.display().to_string(),
+        source,
+    };
     let sock = std::os::unix::net::UnixStream::connect(path).map_err(err)?;
     let state: serde_json::Value = serde_json::from_slice(state).unwrap_or_default();
     let msg = serde_json::json!({

@@ -43,9 +43,15 @@ const CLONE_INTO_CGROUP: u64 = 0x200000000;
 /// As for fork: the caller is single-threaded.
 pub unsafe fn fork_into(unified: Option<&Path>) -> nix::Result<Forked> {
     let dir: Option<OwnedFd> = unified.and_then(|p| {
-        nix::fcntl::open(p, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .ok()
-            .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+        nix::fcntl::open(
+            p,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ok()
+        .map(|fd| unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
     });
     if let Some(dir) = &dir {
         let mut args = CloneArgs {
@@ -54,7 +60,13 @@ pub unsafe fn fork_into(unified: Option<&Path>) -> nix::Result<Forked> {
             cgroup: dir.as_raw_fd() as u64,
             ..Default::default()
         };
-        let rc = unsafe { libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>()) };
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &mut args as *mut CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
         match rc {
             0 => return Ok(Forked::Child { in_unified: true }),
             pid if pid > 0 => return Ok(Forked::Parent(nix::unistd::Pid::from_raw(pid as i32))),

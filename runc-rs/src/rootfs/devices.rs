@@ -24,10 +24,25 @@ pub struct DeviceNode {
 
 /// The nodes every container gets (and the device cgroup allows).
 pub fn default_nodes() -> Vec<DeviceNode> {
-    [("/dev/null", 1, 3), ("/dev/zero", 1, 5), ("/dev/full", 1, 7), ("/dev/tty", 5, 0), ("/dev/urandom", 1, 9), ("/dev/random", 1, 8)]
-        .into_iter()
-        .map(|(p, major, minor)| DeviceNode { path: p.into(), kind: SFlag::S_IFCHR, major, minor, mode: 0o666, uid: 0, gid: 0 })
-        .collect()
+    [
+        ("/dev/null", 1, 3),
+        ("/dev/zero", 1, 5),
+        ("/dev/full", 1, 7),
+        ("/dev/tty", 5, 0),
+        ("/dev/urandom", 1, 9),
+        ("/dev/random", 1, 8),
+    ]
+    .into_iter()
+    .map(|(p, major, minor)| DeviceNode {
+        path: p.into(),
+        kind: SFlag::S_IFCHR,
+        major,
+        minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    })
+    .collect()
 }
 
 pub fn from_spec(d: &LinuxDevice) -> DeviceNode {
@@ -49,7 +64,11 @@ pub fn from_spec(d: &LinuxDevice) -> DeviceNode {
 
 /// Creates each node under `rootfs`. Inside a user namespace mknod is not
 /// allowed, so the host's node is bind-mounted onto an empty file instead.
-pub fn create_nodes(rootfs: &Path, nodes: &[DeviceNode], in_userns: bool) -> Result<(), RootfsError> {
+pub fn create_nodes(
+    rootfs: &Path,
+    nodes: &[DeviceNode],
+    in_userns: bool,
+) -> Result<(), RootfsError> {
     for n in nodes {
         let dest = secure_join(rootfs, &n.path).map_err(RootfsError::Path)?;
         if let Some(parent) = dest.parent() {
@@ -58,20 +77,48 @@ pub fn create_nodes(rootfs: &Path, nodes: &[DeviceNode], in_userns: bool) -> Res
                 .recursive(true)
                 .mode(0o755)
                 .create(parent)
-                .map_err(|source| RootfsError::Create { path: parent.to_owned(), source })?;
+                .map_err(|source| RootfsError::Create {
+                    path: parent.to_owned(),
+                    source,
+                })?;
         }
         let _ = std::fs::remove_file(&dest);
         if in_userns {
-            std::fs::File::create(&dest).map_err(|source| RootfsError::Create { path: dest.clone(), source })?;
-            nix::mount::mount(Some(&n.path), &dest, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).map_err(|source| {
-                RootfsError::Mount { source_path: n.path.display().to_string(), dest: dest.clone(), fstype: "bind".into(), source }
+            std::fs::File::create(&dest).map_err(|source| RootfsError::Create {
+                path: dest.clone(),
+                source,
+            })?;
+            nix::mount::mount(
+                Some(&n.path),
+                &dest,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(|source| RootfsError::Mount {
+                source_path: n.path.display().to_string(),
+                dest: dest.clone(),
+                fstype: "bind".into(),
+                source,
             })?;
             continue;
         }
-        mknod(&dest, n.kind, Mode::from_bits_truncate(n.mode), makedev(n.major, n.minor))
-            .map_err(|source| RootfsError::Mknod { path: dest.clone(), source })?;
-        nix::unistd::chown(&dest, Some(n.uid.into()), Some(n.gid.into()))
-            .map_err(|source| RootfsError::Mknod { path: dest.clone(), source })?;
+        mknod(
+            &dest,
+            n.kind,
+            Mode::from_bits_truncate(n.mode),
+            makedev(n.major, n.minor),
+        )
+        .map_err(|source| RootfsError::Mknod {
+            path: dest.clone(),
+            source,
+        })?;
+        nix::unistd::chown(&dest, Some(n.uid.into()), Some(n.gid.into())).map_err(|source| {
+            RootfsError::Mknod {
+                path: dest.clone(),
+                source,
+            }
+        })?;
     }
     Ok(())
 }
@@ -79,7 +126,12 @@ pub fn create_nodes(rootfs: &Path, nodes: &[DeviceNode], in_userns: bool) -> Res
 /// /dev/fd, /dev/std{in,out,err}, /dev/core and /dev/ptmx links.
 pub fn create_symlinks(rootfs: &Path) -> Result<(), RootfsError> {
     let dev = rootfs.join("dev");
-    let mut links = vec![("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr")];
+    let mut links = vec![
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+    ];
     if Path::new("/proc/kcore").exists() {
         links.push(("/proc/kcore", "core"));
     }
@@ -93,5 +145,6 @@ pub fn create_symlinks(rootfs: &Path) -> Result<(), RootfsError> {
     }
     let ptmx = dev.join("ptmx");
     let _ = std::fs::remove_file(&ptmx);
-    std::os::unix::fs::symlink("pts/ptmx", &ptmx).map_err(|source| RootfsError::Create { path: ptmx, source })
+    std::os::unix::fs::symlink("pts/ptmx", &ptmx)
+        .map_err(|source| RootfsError::Create { path: ptmx, source })
 }

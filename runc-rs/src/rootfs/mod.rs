@@ -20,15 +20,26 @@ use crate::utils::{secure_join, UtilError};
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
     #[error("mount {source_path} on {dest} ({fstype}): {source}")]
-    Mount { source_path: String, dest: PathBuf, fstype: String, source: nix::Error },
+    Mount {
+        source_path: String,
+        dest: PathBuf,
+        fstype: String,
+        source: nix::Error,
+    },
     #[error("create {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("mknod {path}: {source}")]
     Mknod { path: PathBuf, source: nix::Error },
     #[error("mount destination: {0}")]
     Path(UtilError),
     #[error("{step}: {source}")]
-    Syscall { step: &'static str, source: nix::Error },
+    Syscall {
+        step: &'static str,
+        source: nix::Error,
+    },
 }
 
 /// What rootfs preparation needs to know beyond the spec.
@@ -53,27 +64,39 @@ pub fn prepare(ctx: &RootfsContext, spec: &Spec) -> Result<(), RootfsError> {
         .and_then(|l| l.rootfs_propagation().as_deref())
         .and_then(options::propagation)
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    mount(None::<&str>, "/", None::<&str>, prop, None::<&str>).map_err(sys("set propagation of /"))?;
+    mount(None::<&str>, "/", None::<&str>, prop, None::<&str>)
+        .map_err(sys("set propagation of /"))?;
     // A recursive slave, private or unbindable "/" (the default rslave
     // included) leaves no mount shared: no need to read mountinfo then.
     if !prop.contains(MsFlags::MS_REC) || prop.contains(MsFlags::MS_SHARED) {
         make_parent_private(&ctx.rootfs)?;
     }
-    mount(Some(&ctx.rootfs), &ctx.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(sys("bind the rootfs onto itself"))?;
+    mount(
+        Some(&ctx.rootfs),
+        &ctx.rootfs,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(sys("bind the rootfs onto itself"))?;
 
     let old_umask = nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     let mut dev_is_bind = false;
     for m in spec.mounts().iter().flatten() {
         if m.destination() == Path::new("/dev") {
             let o = m.options().as_deref().unwrap_or_default();
-            dev_is_bind = o.iter().any(|x| x == "bind" || x == "rbind") || m.typ().as_deref() == Some("bind");
+            dev_is_bind =
+                o.iter().any(|x| x == "bind" || x == "rbind") || m.typ().as_deref() == Some("bind");
         }
         mounts::mount_entry(ctx, m)?;
     }
     if !dev_is_bind {
         let mut nodes = devices::default_nodes();
-        for d in linux.and_then(|l| l.devices().as_ref()).into_iter().flatten() {
+        for d in linux
+            .and_then(|l| l.devices().as_ref())
+            .into_iter()
+            .flatten()
+        {
             nodes.retain(|n| n.path != *d.path());
             nodes.push(devices::from_spec(d));
         }
@@ -83,7 +106,8 @@ pub fn prepare(ctx: &RootfsContext, spec: &Spec) -> Result<(), RootfsError> {
     nix::sys::stat::umask(old_umask);
     if let Some(p) = spec.process() {
         let cwd = secure_join(&ctx.rootfs, p.cwd()).map_err(RootfsError::Path)?;
-        std::fs::create_dir_all(&cwd).map_err(|source| RootfsError::Create { path: cwd, source })?;
+        std::fs::create_dir_all(&cwd)
+            .map_err(|source| RootfsError::Create { path: cwd, source })?;
     }
     Ok(())
 }
@@ -93,7 +117,9 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut best: Option<(&str, bool)> = None;
     for line in info.lines() {
-        let Some((pre, _)) = line.split_once(" - ") else { continue };
+        let Some((pre, _)) = line.split_once(" - ") else {
+            continue;
+        };
         let f: Vec<&str> = pre.split(' ').collect();
         let Some(mp) = f.get(4) else { continue };
         if rootfs.starts_with(mp) && best.is_none_or(|(b, _)| mp.len() >= b.len()) {
@@ -101,7 +127,14 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
         }
     }
     if let Some((mp, true)) = best {
-        mount(None::<&str>, mp, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(sys("make the rootfs parent mount private"))?;
+        mount(
+            None::<&str>,
+            mp,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(sys("make the rootfs parent mount private"))?;
     }
     Ok(())
 }
@@ -110,18 +143,38 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
 pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
     if no_pivot {
         nix::unistd::chdir(rootfs).map_err(sys("chdir to rootfs"))?;
-        mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(sys("move the rootfs to /"))?;
+        mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(sys("move the rootfs to /"))?;
         nix::unistd::chroot(".").map_err(sys("chroot"))?;
         return nix::unistd::chdir("/").map_err(sys("chdir /"));
     }
-    let old = std::fs::File::open("/").map_err(|source| RootfsError::Create { path: "/".into(), source })?;
-    let new = std::fs::File::open(rootfs).map_err(|source| RootfsError::Create { path: rootfs.into(), source })?;
+    let old = std::fs::File::open("/").map_err(|source| RootfsError::Create {
+        path: "/".into(),
+        source,
+    })?;
+    let new = std::fs::File::open(rootfs).map_err(|source| RootfsError::Create {
+        path: rootfs.into(),
+        source,
+    })?;
     nix::unistd::fchdir(new.as_raw_fd()).map_err(sys("fchdir rootfs"))?;
     nix::unistd::pivot_root(".", ".").map_err(sys("pivot_root"))?;
     // The old root is now stacked under "."; detach it without letting the
     // unmount propagate back to the host.
     nix::unistd::fchdir(old.as_raw_fd()).map_err(sys("fchdir old root"))?;
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>).map_err(sys("make the old root rslave"))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(sys("make the old root rslave"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(sys("unmount the old root"))?;
     nix::unistd::chdir("/").map_err(sys("chdir /"))
 }
@@ -130,10 +183,18 @@ pub fn switch_root(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
 /// or rootfs when asked.
 pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
     let linux = spec.linux().as_ref();
-    for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.readonly_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         paths::readonly(Path::new(p))?;
     }
-    for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+    for p in linux
+        .and_then(|l| l.masked_paths().as_ref())
+        .into_iter()
+        .flatten()
+    {
         paths::mask(Path::new(p))?;
     }
     for m in spec.mounts().iter().flatten() {
@@ -145,8 +206,17 @@ pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
             mounts::remount_bind(&dest, opts.flags, mounts::Preserve::OnEperm)?;
         }
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        mounts::remount_bind(Path::new("/"), MsFlags::MS_RDONLY, mounts::Preserve::OnEperm)?;
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
+        mounts::remount_bind(
+            Path::new("/"),
+            MsFlags::MS_RDONLY,
+            mounts::Preserve::OnEperm,
+        )?;
     }
     Ok(())
 }

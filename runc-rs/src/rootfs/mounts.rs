@@ -10,7 +10,13 @@ use super::options::{parse, ParsedOptions};
 use super::{RootfsContext, RootfsError};
 use crate::utils::secure_join;
 
-fn do_mount(src: Option<&Path>, dest: &Path, fstype: Option<&str>, flags: MsFlags, data: Option<&str>) -> Result<(), RootfsError> {
+fn do_mount(
+    src: Option<&Path>,
+    dest: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), RootfsError> {
     mount(src, dest, fstype, flags, data).map_err(|source| RootfsError::Mount {
         source_path: src.map(|s| s.display().to_string()).unwrap_or_default(),
         dest: dest.to_owned(),
@@ -22,7 +28,9 @@ fn do_mount(src: Option<&Path>, dest: &Path, fstype: Option<&str>, flags: MsFlag
 /// Mount flags the kernel locks on a mount seen from a less privileged user
 /// namespace: a remount must repeat them or it fails with EPERM.
 fn locked_flags(dest: &Path) -> MsFlags {
-    let Ok(st) = nix::sys::statvfs::statvfs(dest) else { return MsFlags::empty() };
+    let Ok(st) = nix::sys::statvfs::statvfs(dest) else {
+        return MsFlags::empty();
+    };
     use nix::sys::statvfs::FsFlags;
     let f = st.flags();
     let mut out = MsFlags::empty();
@@ -63,9 +71,16 @@ pub fn remount_bind(dest: &Path, flags: MsFlags, preserve: Preserve) -> Result<(
             do_mount(None, dest, None, f, None)
         }
         Preserve::OnEperm => match do_mount(None, dest, None, f, None) {
-            Err(RootfsError::Mount { source: nix::Error::EPERM, .. }) => {
-                do_mount(None, dest, None, f | (locked_flags(dest) & !MsFlags::MS_RDONLY), None)
-            }
+            Err(RootfsError::Mount {
+                source: nix::Error::EPERM,
+                ..
+            }) => do_mount(
+                None,
+                dest,
+                None,
+                f | (locked_flags(dest) & !MsFlags::MS_RDONLY),
+                None,
+            ),
             other => other,
         },
     }
@@ -81,9 +96,17 @@ fn apply_propagation(dest: &Path, p: &ParsedOptions) -> Result<(), RootfsError> 
 /// Creates the mount point: a directory, or an empty file when the source
 /// of a bind mount is not a directory.
 fn create_target(dest: &Path, dir: bool) -> Result<(), RootfsError> {
-    let err = |source| RootfsError::Create { path: dest.to_owned(), source };
+    let err = |source| RootfsError::Create {
+        path: dest.to_owned(),
+        source,
+    };
     // 0755 as runc's MkdirAll makes them (the umask is 0 during mounts).
-    let mkdir_p = |p: &Path| std::fs::DirBuilder::new().recursive(true).mode(0o755).create(p);
+    let mkdir_p = |p: &Path| {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(p)
+    };
     if dir {
         mkdir_p(dest).map_err(err)
     } else {
@@ -92,7 +115,13 @@ fn create_target(dest: &Path, dir: bool) -> Result<(), RootfsError> {
         }
         if std::fs::symlink_metadata(dest).is_err() {
             use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o755).open(dest).map_err(err)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .mode(0o755)
+                .open(dest)
+                .map_err(err)?;
         }
         Ok(())
     }
@@ -123,9 +152,18 @@ pub fn mount_entry(ctx: &RootfsContext, m: &Mount) -> Result<(), RootfsError> {
     if defers_readonly(m) {
         flags.remove(MsFlags::MS_RDONLY);
     }
-    do_mount(Some(&src), &dest, Some(typ), flags, opts.data_string().as_deref())?;
+    do_mount(
+        Some(&src),
+        &dest,
+        Some(typ),
+        flags,
+        opts.data_string().as_deref(),
+    )?;
     if let Some(perm) = prior_mode {
-        std::fs::set_permissions(&dest, perm).map_err(|source| RootfsError::Create { path: dest.clone(), source })?;
+        std::fs::set_permissions(&dest, perm).map_err(|source| RootfsError::Create {
+            path: dest.clone(),
+            source,
+        })?;
     }
     apply_propagation(&dest, &opts)
 }
@@ -138,10 +176,22 @@ pub fn defers_readonly(m: &Mount) -> bool {
     !bind && (typ == "tmpfs" || m.destination() == Path::new("/dev"))
 }
 
-fn bind_entry(ctx: &RootfsContext, m: &Mount, opts: &ParsedOptions, dest: &Path) -> Result<(), RootfsError> {
+fn bind_entry(
+    ctx: &RootfsContext,
+    m: &Mount,
+    opts: &ParsedOptions,
+    dest: &Path,
+) -> Result<(), RootfsError> {
     let src = m.source().clone().unwrap_or_default();
-    let src = if src.is_absolute() { src } else { ctx.bundle.join(src) };
-    let md = std::fs::metadata(&src).map_err(|source| RootfsError::Create { path: src.clone(), source })?;
+    let src = if src.is_absolute() {
+        src
+    } else {
+        ctx.bundle.join(src)
+    };
+    let md = std::fs::metadata(&src).map_err(|source| RootfsError::Create {
+        path: src.clone(),
+        source,
+    })?;
     create_target(dest, md.is_dir())?;
     let rec = opts.flags & MsFlags::MS_REC;
     do_mount(Some(&src), dest, None, MsFlags::MS_BIND | rec, None)?;

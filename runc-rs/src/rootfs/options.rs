@@ -18,12 +18,21 @@ impl ParsedOptions {
     }
 
     pub fn data_string(&self) -> Option<String> {
-        if self.data.is_empty() { None } else { Some(self.data.join(",")) }
+        if self.data.is_empty() {
+            None
+        } else {
+            Some(self.data.join(","))
+        }
     }
 }
 
 pub fn parse(options: &[String]) -> ParsedOptions {
-    let mut p = ParsedOptions { flags: MsFlags::empty(), cleared: MsFlags::empty(), propagation: vec![], data: vec![] };
+    let mut p = ParsedOptions {
+        flags: MsFlags::empty(),
+        cleared: MsFlags::empty(),
+        propagation: vec![],
+        data: vec![],
+    };
     for o in options {
         let (set, clear, prop) = match o.as_str() {
             "defaults" => (MsFlags::empty(), MsFlags::empty(), None),
@@ -53,14 +62,38 @@ pub fn parse(options: &[String]) -> ParsedOptions {
             "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME, None),
             "silent" => (MsFlags::MS_SILENT, MsFlags::empty(), None),
             "loud" => (MsFlags::empty(), MsFlags::MS_SILENT, None),
-            "private" => (MsFlags::empty(), MsFlags::empty(), Some(MsFlags::MS_PRIVATE)),
-            "rprivate" => (MsFlags::empty(), MsFlags::empty(), Some(MsFlags::MS_PRIVATE | MsFlags::MS_REC)),
+            "private" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                Some(MsFlags::MS_PRIVATE),
+            ),
+            "rprivate" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                Some(MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            ),
             "shared" => (MsFlags::empty(), MsFlags::empty(), Some(MsFlags::MS_SHARED)),
-            "rshared" => (MsFlags::empty(), MsFlags::empty(), Some(MsFlags::MS_SHARED | MsFlags::MS_REC)),
+            "rshared" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                Some(MsFlags::MS_SHARED | MsFlags::MS_REC),
+            ),
             "slave" => (MsFlags::empty(), MsFlags::empty(), Some(MsFlags::MS_SLAVE)),
-            "rslave" => (MsFlags::empty(), MsFlags::empty(), Some(MsFlags::MS_SLAVE | MsFlags::MS_REC)),
-            "unbindable" => (MsFlags::empty(), MsFlags::empty(), Some(MsFlags::MS_UNBINDABLE)),
-            "runbindable" => (MsFlags::empty(), MsFlags::empty(), Some(MsFlags::MS_UNBINDABLE | MsFlags::MS_REC)),
+            "rslave" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                Some(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            ),
+            "unbindable" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                Some(MsFlags::MS_UNBINDABLE),
+            ),
+            "runbindable" => (
+                MsFlags::empty(),
+                MsFlags::empty(),
+                Some(MsFlags::MS_UNBINDABLE | MsFlags::MS_REC),
+            ),
             _ => {
                 p.data.push(o.clone());
                 continue;
@@ -87,7 +120,13 @@ mod tests {
 
     #[test]
     fn splits_flags_propagation_and_data() {
-        let p = parse(&["rbind".into(), "ro".into(), "rprivate".into(), "mode=755".into(), "size=1m".into()]);
+        let p = parse(&[
+            "rbind".into(),
+            "ro".into(),
+            "rprivate".into(),
+            "mode=755".into(),
+            "size=1m".into(),
+        ]);
         assert!(p.is_bind());
         assert!(p.flags.contains(MsFlags::MS_RDONLY | MsFlags::MS_REC));
         assert_eq!(p.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);

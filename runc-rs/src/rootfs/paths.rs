@@ -15,12 +15,28 @@ pub fn mask(path: &Path) -> Result<(), RootfsError> {
         Err(_) => return Ok(()),
     };
     let res = if md.is_dir() {
-        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        mount(
+            Some("tmpfs"),
+            path,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
     } else {
-        mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        mount(
+            Some("/dev/null"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
     };
     res.map_err(|source| RootfsError::Mount {
-        source_path: if md.is_dir() { "tmpfs".into() } else { "/dev/null".into() },
+        source_path: if md.is_dir() {
+            "tmpfs".into()
+        } else {
+            "/dev/null".into()
+        },
         dest: path.to_owned(),
         fstype: "maskedPaths".into(),
         source,
@@ -32,7 +48,14 @@ pub fn readonly(path: &Path) -> Result<(), RootfsError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(());
     }
-    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|source| RootfsError::Mount {
+    mount(
+        Some(path),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|source| RootfsError::Mount {
         source_path: path.display().to_string(),
         dest: path.to_owned(),
         fstype: "readonlyPaths".into(),

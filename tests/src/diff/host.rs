@@ -1,13 +1,13 @@
 //! What the host sees of a container (state JSON, init, cgroup files,
 //! namespaces), and the clean-up of what a case leaves behind.
 
+use super::runcmd::*;
 use super::Observations;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use super::runcmd::*;
 
 /// Remove a cgroup directory we created (and its children), first killing
 /// (by pid) any process of ours still inside it.

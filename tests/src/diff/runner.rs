@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Stdio};
 use std::time::{Duration, Instant};
 
-
 use super::host::*;
 use super::runcmd::*;
 
@@ -68,7 +67,12 @@ impl Workspace {
 
 /// The bundle of `case` (default spec + the script + our cgroup, then the
 /// case's mutation) and the placeholders that make its paths comparable.
-fn prepare(case: &Case, label: &str, suite: &Suite, ph: &mut Placeholders) -> Result<Workspace, String> {
+fn prepare(
+    case: &Case,
+    label: &str,
+    suite: &Suite,
+    ph: &mut Placeholders,
+) -> Result<Workspace, String> {
     let bundle = testdata::Bundle::new().map_err(|e| format!("bundle: {e}"))?;
     let (root_dir, work_dir) = match (testdata::temp_dir(), testdata::temp_dir()) {
         (Ok(r), Ok(w)) => (r, w),
@@ -113,12 +117,19 @@ fn prepare(case: &Case, label: &str, suite: &Suite, ph: &mut Placeholders) -> Re
             ("{{HARNESS_PID}}", std::process::id().to_string()),
         ],
     );
-    ws.bundle.write_spec().map_err(|e| format!("write spec: {e}"))?;
+    ws.bundle
+        .write_spec()
+        .map_err(|e| format!("write spec: {e}"))?;
     Ok(ws)
 }
 
 /// One run: returns raw observations, the placeholders for them, the log.
-fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observations, Placeholders, String) {
+fn run_one(
+    case: &Case,
+    rt: &Runtime,
+    label: &str,
+    suite: &Suite,
+) -> (Observations, Placeholders, String) {
     let mut obs = Observations::new();
     let mut ph = Placeholders::default();
     let ws = match prepare(case, label, suite, &mut ph) {
@@ -140,7 +151,11 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
         rt,
         root: run.root.clone(),
         id: ws.id.clone(),
-        cgroup_dirs: suite.hierarchies.iter().map(|h| h.join(ws.cgpath.trim_start_matches('/'))).collect(),
+        cgroup_dirs: suite
+            .hierarchies
+            .iter()
+            .map(|h| h.join(ws.cgpath.trim_start_matches('/')))
+            .collect(),
         deleted: false,
     };
     let mut stdin = create(&mut run, &ws);
@@ -163,7 +178,11 @@ fn run_one(case: &Case, rt: &Runtime, label: &str, suite: &Suite) -> (Observatio
 fn create(run: &mut Run, ws: &Workspace) -> Option<Option<ChildStdin>> {
     let rt = run.rt;
     let mut c = rt.command(&run.root);
-    c.args(["create", "--bundle"]).arg(&ws.bundle.dir).arg("--pid-file").arg(ws.pid_file()).arg(&ws.id);
+    c.args(["create", "--bundle"])
+        .arg(&ws.bundle.dir)
+        .arg("--pid-file")
+        .arg(ws.pid_file())
+        .arg(&ws.id);
     c.current_dir(&ws.bundle.dir).stdin(Stdio::piped());
     let spawned = fs::File::create(ws.out())
         .and_then(|o| Ok((o, fs::File::create(ws.err())?)))
@@ -172,7 +191,11 @@ fn create(run: &mut Run, ws: &Workspace) -> Option<Option<ChildStdin>> {
         Ok(mut child) => {
             let stdin = child.stdin.take();
             let st = wait_timeout(&mut child, T_CREATE);
-            let r = CmdResult { status: st, stdout: String::new(), stderr: String::new() };
+            let r = CmdResult {
+                status: st,
+                stdout: String::new(),
+                stderr: String::new(),
+            };
             let _ = writeln!(run.log, "$ {} create {}: {}", rt.desc, ws.id, r.describe());
             r.ok().then_some(stdin)
         }
@@ -197,7 +220,9 @@ fn lifecycle(
     let mut outcome = "ran";
     let st = run.rt(&["state", id], T_SHORT);
     let pid = record_state(obs, "created", &st);
-    let pf = fs::read_to_string(ws.pid_file()).ok().and_then(|s| s.trim().parse::<i32>().ok());
+    let pf = fs::read_to_string(ws.pid_file())
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
     obs.insert(
         "host.pidfile".into(),
         match (pf, pid) {
@@ -266,7 +291,10 @@ fn observe_init(pid: i32, obs: &mut Observations) {
         if let Some(("State", v)) = l.split_once(':') {
             // Only the letter class (e.g. "S (sleeping)").
             let letter = v.trim().chars().next().unwrap_or('?');
-            obs.insert("host.init_alive_after_create".into(), (letter != 'Z').to_string());
+            obs.insert(
+                "host.init_alive_after_create".into(),
+                (letter != 'Z').to_string(),
+            );
         }
     }
 }
@@ -274,10 +302,21 @@ fn observe_init(pid: i32, obs: &mut Observations) {
 /// The case's cgroup files (v1: `<hierarchy>/<file>`; v2: `<file>`).
 fn observe_cgroup_files(case: &Case, cgpath: &str, obs: &mut Observations) {
     let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let files = if pure_v2 { case.cgroup_v2_files } else { case.cgroup_files };
+    let files = if pure_v2 {
+        case.cgroup_v2_files
+    } else {
+        case.cgroup_files
+    };
     for f in files {
-        let (h, file) = if pure_v2 { ("", *f) } else { f.split_once('/').unwrap_or((f, "")) };
-        let p = Path::new("/sys/fs/cgroup").join(h).join(cgpath.trim_start_matches('/')).join(file);
+        let (h, file) = if pure_v2 {
+            ("", *f)
+        } else {
+            f.split_once('/').unwrap_or((f, ""))
+        };
+        let p = Path::new("/sys/fs/cgroup")
+            .join(h)
+            .join(cgpath.trim_start_matches('/'))
+            .join(file);
         let v = match fs::read_to_string(&p) {
             Ok(s) => cgroup_file_value(file, &s),
             Err(e) => format!("<unreadable: {}>", e.kind()),
@@ -293,7 +332,11 @@ fn wait_stopped(run: &mut Run, id: &str) {
         let st = run.rt(&["state", id], T_SHORT);
         let stopped = serde_json::from_str::<Value>(&st.stdout)
             .ok()
-            .and_then(|v| v.get("status").and_then(Value::as_str).map(|s| s == "stopped"))
+            .and_then(|v| {
+                v.get("status")
+                    .and_then(Value::as_str)
+                    .map(|s| s == "stopped")
+            })
             .unwrap_or(true);
         if stopped || t0.elapsed() > T_EXIT {
             return;
@@ -304,14 +347,28 @@ fn wait_stopped(run: &mut Run, id: &str) {
 
 /// Nothing may be left behind: state, state-root entries, cgroup dirs,
 /// processes (killed if found); and what hooks wrote.
-fn observe_leftovers(run: &mut Run, ws: &Workspace, guard: &ContainerGuard, obs: &mut Observations) {
+fn observe_leftovers(
+    run: &mut Run,
+    ws: &Workspace,
+    guard: &ContainerGuard,
+    obs: &mut Observations,
+) {
     let st = run.rt(&["state", &ws.id], T_SHORT);
     obs.insert(
         "host.leftover.state".into(),
-        if st.ok() { "container still known" } else { "gone" }.into(),
+        if st.ok() {
+            "container still known"
+        } else {
+            "gone"
+        }
+        .into(),
     );
     let mut entries: Vec<String> = fs::read_dir(&run.root)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     entries.sort();
     obs.insert("host.leftover.root".into(), entries.join(","));
@@ -319,7 +376,12 @@ fn observe_leftovers(run: &mut Run, ws: &Workspace, guard: &ContainerGuard, obs:
         .cgroup_dirs
         .iter()
         .filter(|d| d.exists())
-        .map(|d| d.strip_prefix("/sys/fs/cgroup").unwrap_or(d).to_string_lossy().into_owned())
+        .map(|d| {
+            d.strip_prefix("/sys/fs/cgroup")
+                .unwrap_or(d)
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     obs.insert("host.leftover.cgroup".into(), left.join(","));
     let orphans = live_children();
@@ -336,12 +398,21 @@ fn observe_leftovers(run: &mut Run, ws: &Workspace, guard: &ContainerGuard, obs:
 
 /// What the container printed (its script's observations) and the final
 /// outcome: a run whose script did not reach its end marker says so.
-fn container_output(ws: &Workspace, outcome: &'static str, obs: &mut Observations, log: &mut String) {
+fn container_output(
+    ws: &Workspace,
+    outcome: &'static str,
+    obs: &mut Observations,
+    log: &mut String,
+) {
     let out = fs::read(ws.out()).unwrap_or_default();
     let cobs = script::parse(&out);
     let mut outcome = outcome;
     if outcome == "ran" && !(cobs.contains_key("marker.begin") && cobs.contains_key("marker.end")) {
-        outcome = if cobs.contains_key("marker.begin") { "script did not finish" } else { "script did not run" };
+        outcome = if cobs.contains_key("marker.begin") {
+            "script did not finish"
+        } else {
+            "script did not run"
+        };
     }
     obs.extend(cobs);
     obs.insert("host.outcome".into(), outcome.into());
