@@ -378,4 +378,81 @@ mod tests {
         assert!(s.pid() > 0);
         assert_eq!(s.wait().unwrap(), 7);
     }
+
+    fn memfd() -> std::fs::File {
+        let fd = unsafe { libc::memfd_create(c"out".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(fd >= 0);
+        unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+    }
+
+    /// Run `args` through [`spawn_fds`] with `input` as stdin, stdout to a
+    /// memfd, stderr to /dev/null; its exit code and output.
+    fn run_fds(args: &[&str], input: &[u8]) -> (i32, String) {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::OwnedFd;
+        let mut stdin = memfd();
+        stdin.write_all(input).unwrap();
+        stdin.rewind().unwrap();
+        let mut out = memfd();
+        let argv: Vec<std::ffi::OsString> = args[1..].iter().map(Into::into).collect();
+        let s = spawn_fds(
+            std::path::Path::new(args[0]),
+            &argv,
+            [
+                Some(OwnedFd::from(stdin)),
+                Some(OwnedFd::from(out.try_clone().unwrap())),
+                None,
+            ],
+        )
+        .unwrap();
+        let code = s.wait().unwrap();
+        let mut text = String::new();
+        out.rewind().unwrap();
+        out.read_to_string(&mut text).unwrap();
+        (code, text)
+    }
+
+    #[test]
+    fn spawn_fds_maps_stdio() {
+        let script = "read line; echo \"in:$line\"; echo err >&2; exit 3";
+        let (code, text) = run_fds(&["/bin/sh", "-c", script], b"hello\n");
+        assert_eq!(code, 3);
+        // stdin from the first fd, stderr to /dev/null (not into stdout).
+        assert_eq!(text, "in:hello\n");
+    }
+
+    #[test]
+    fn spawn_fds_clears_the_signal_mask_and_sigpipe() {
+        // Block a signal in this thread, as the serving shim does in all of
+        // its threads: the child must not inherit it. (grep itself, not a
+        // shell: a shell may reset its mask.)
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGUSR2);
+        set.thread_block().unwrap();
+        let (code, text) = run_fds(
+            &["/bin/grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"],
+            b"",
+        );
+        set.thread_unblock().unwrap();
+        assert_eq!(code, 0);
+        let mask = |name: &str| {
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+        };
+        assert_eq!(mask("SigBlk:"), 0, "{text}");
+        // SIGPIPE back to default: std ignores it in this process.
+        assert_eq!(mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{text}");
+    }
+
+    #[test]
+    fn spawn_fds_reports_a_missing_program() {
+        let e = spawn_fds(
+            std::path::Path::new("/nonexistent/runtime"),
+            &[],
+            [None, None, None],
+        )
+        .err()
+        .expect("spawn of a missing program fails");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+    }
 }
