@@ -252,7 +252,7 @@ for r in $(seq "$LC_ROUNDS"); do
         else
             for i in $(seq "$per_round"); do
                 t=$(date +%s%N); run "$shim" lc-$shim --rm -- true
-                echo "$((($(date +%s%N) - t) / 1000))" | awk '{ print $1 / 1000 }' >>"$W/lc-$shim.times"
+                awk -v t="$t" -v e="$(date +%s%N)" 'BEGIN { print (e - t) / 1e6 }' >>"$W/lc-$shim.times"
             done
         fi
     done

@@ -145,17 +145,16 @@ fn listen_and_spawn(p: &StartParams, cwd: &Path) -> Result<String> {
             let e = std::io::Error::last_os_error();
             return Err(fail(Error::io("fork the shim server", e)));
         }
-        0 => become_server(cfg, cwd),
+        0 => become_server(cfg),
         pid => pid as u32,
     };
+    // The listener is the server's now.
     drop(cfg);
     if !opts.shim_cgroup.is_empty() {
         if let Err(e) = join_cgroup(child, &opts.shim_cgroup) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child as i32), None);
+            let pid = nix::unistd::Pid::from_raw(child as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
             return Err(fail(e));
         }
     }
@@ -164,9 +163,9 @@ fn listen_and_spawn(p: &StartParams, cwd: &Path) -> Result<String> {
 }
 
 /// The forked child of `start`: detach from containerd's pipes and process
-/// group, serve, and exit; never returns into `start` (whose reply is the
+/// group (it keeps `start`'s working directory, the bundle), serve, and exit; never returns into `start` (whose reply is the
 /// parent's to print).
-fn become_server(cfg: ServerConfig, cwd: &Path) -> ! {
+fn become_server(cfg: ServerConfig) -> ! {
     // containerd reads `start`'s stdout and stderr until EOF: the server
     // must hold neither.
     if let Ok(null) = fs::OpenOptions::new()
@@ -179,7 +178,6 @@ fn become_server(cfg: ServerConfig, cwd: &Path) -> ! {
         }
     }
     unsafe { libc::setpgid(0, 0) };
-    let _ = std::env::set_current_dir(cwd);
     let code = match server::serve(cfg) {
         Ok(()) => 0,
         Err(e) => {

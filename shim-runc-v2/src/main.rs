@@ -39,13 +39,7 @@ fn run() -> anyhow::Result<()> {
             out.write_all(&data)?;
             out.flush()?;
         }
-        "" => {
-            anyhow::ensure!(
-                !flags.namespace.is_empty(),
-                "shim namespace cannot be empty"
-            );
-            server::serve(server::ServerConfig::from_flags(&flags))?
-        }
+        "" => server::serve(server::ServerConfig::from_flags(&flags))?,
         other => anyhow::bail!("unknown action {other:?}"),
     }
     Ok(())

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::process::{Child, ChildStdin, Command};
+use std::process::{ChildStdin, Command};
 use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -66,17 +66,21 @@ pub struct Spawned {
     pid: i32,
     /// The command's stdin when it was configured as piped.
     pub stdin: Option<ChildStdin>,
-    waiter: Waiter,
+    /// Whether the reaper collects the exit status (into the command
+    /// table); otherwise (no reaper installed) `waitpid` on the pid does.
+    reaped: bool,
 }
 
-/// Who collects a command's exit status.
-enum Waiter {
-    /// The reaper (serving shim): the command table.
-    Reaper,
-    /// No reaper, started through `std`: the `Child`.
-    Child(Child),
-    /// No reaper, started by [`spawn_fds`]: `waitpid` on the pid.
-    Pid,
+/// Record `pid` in the command table, which was locked before the spawn
+/// (see the module docs); whether the reaper is to collect it.
+fn register(table: Option<MutexGuard<'_, HashMap<i32, Option<i32>>>>, pid: i32) -> bool {
+    match table {
+        Some(mut cmds) => {
+            cmds.insert(pid, None);
+            true
+        }
+        None => false,
+    }
 }
 
 /// Start `cmd`, registering it with the reaper (when installed) so that its
@@ -96,19 +100,13 @@ pub fn spawn(cmd: &mut Command) -> io::Result<Spawned> {
             Ok(())
         });
     }
-    let registered = REAPER.get().map(|r| lock(&r.cmds));
+    let table = REAPER.get().map(|r| lock(&r.cmds));
+    // Dropping the Child neither kills nor waits for it.
     let mut child = cmd.spawn()?;
     let pid = child.id() as i32;
     let stdin = child.stdin.take();
-    let waiter = match registered {
-        Some(mut cmds) => {
-            cmds.insert(pid, None);
-            // Dropping a Child neither kills nor waits for it.
-            Waiter::Reaper
-        }
-        None => Waiter::Child(child),
-    };
-    Ok(Spawned { pid, stdin, waiter })
+    let reaped = register(table, pid);
+    Ok(Spawned { pid, stdin, reaped })
 }
 
 /// Start `program` with `args`, this process's environment, and `stdio` as
@@ -188,7 +186,7 @@ pub fn spawn_fds(
             extern "C" {
                 static environ: *const *mut libc::c_char;
             }
-            let registered = REAPER.get().map(|r| lock(&r.cmds));
+            let table = REAPER.get().map(|r| lock(&r.cmds));
             let mut pid: libc::pid_t = 0;
             check(libc::posix_spawn(
                 &mut pid,
@@ -198,17 +196,11 @@ pub fn spawn_fds(
                 argv.as_mut_ptr(),
                 environ,
             ))?;
-            let waiter = match registered {
-                Some(mut cmds) => {
-                    cmds.insert(pid, None);
-                    Waiter::Reaper
-                }
-                None => Waiter::Pid,
-            };
+            let reaped = register(table, pid);
             Ok(Spawned {
                 pid,
                 stdin: None,
-                waiter,
+                reaped,
             })
         })();
         libc::posix_spawn_file_actions_destroy(&mut actions);
@@ -218,6 +210,30 @@ pub fn spawn_fds(
 }
 
 impl Spawned {
+    /// Without a reaper: `waitpid` on the command, polling when there is a
+    /// deadline.
+    fn waitpid_deadline(&self, deadline: Option<Instant>) -> io::Result<Option<i32>> {
+        let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
+        loop {
+            let mut status: libc::c_int = 0;
+            match unsafe { libc::waitpid(self.pid, &mut status, flags) } {
+                p if p == self.pid => return Ok(Some(decode(status))),
+                0 => {}
+                _ => {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() != Some(libc::EINTR) {
+                        return Err(e);
+                    }
+                    continue;
+                }
+            }
+            match deadline {
+                Some(d) if Instant::now() >= d => return Ok(None),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -235,41 +251,8 @@ impl Spawned {
     }
 
     fn wait_deadline(&mut self, deadline: Option<Instant>) -> io::Result<Option<i32>> {
-        use std::os::unix::process::ExitStatusExt;
-        let code = |st: std::process::ExitStatus| {
-            st.code().unwrap_or_else(|| 128 + st.signal().unwrap_or(0))
-        };
-        match &mut self.waiter {
-            Waiter::Reaper => {}
-            Waiter::Child(child) => loop {
-                if let Some(st) = child.try_wait()? {
-                    return Ok(Some(code(st)));
-                }
-                match deadline {
-                    None => return child.wait().map(|st| Some(code(st))),
-                    Some(d) if Instant::now() >= d => return Ok(None),
-                    Some(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            },
-            Waiter::Pid => loop {
-                let flags = if deadline.is_some() { libc::WNOHANG } else { 0 };
-                let mut status: libc::c_int = 0;
-                match unsafe { libc::waitpid(self.pid, &mut status, flags) } {
-                    p if p == self.pid => return Ok(Some(decode(status))),
-                    0 => {}
-                    _ => {
-                        let e = io::Error::last_os_error();
-                        if e.raw_os_error() != Some(libc::EINTR) {
-                            return Err(e);
-                        }
-                        continue;
-                    }
-                }
-                match deadline {
-                    Some(d) if Instant::now() >= d => return Ok(None),
-                    _ => std::thread::sleep(Duration::from_millis(10)),
-                }
-            },
+        if !self.reaped {
+            return self.waitpid_deadline(deadline);
         }
         let r = REAPER.get().expect("reaper installed");
         let mut cmds = lock(&r.cmds);
