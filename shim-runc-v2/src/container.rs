@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use containerd_shim_protos::api::CreateTaskRequest;
 
+use crate::background::Latch;
 use crate::checkpoint::PendingRestore;
 use crate::error::{io_ctx, Error, Result};
 use crate::metrics;
@@ -54,6 +55,9 @@ pub struct Container {
     cgroup: Mutex<Option<cgroups::Manager>>,
     /// Set by a Create from a checkpoint until Start restores it.
     restore: Mutex<Option<PendingRestore>>,
+    /// Open once the cgroup was looked for and, if found, watched for OOM
+    /// (after Create's reply); Start waits for it, so no OOM goes unseen.
+    pub oom_watched: Latch,
 }
 
 impl Container {
@@ -124,6 +128,7 @@ impl Container {
             execs: Mutex::new(HashMap::new()),
             cgroup: Mutex::new(None),
             restore: Mutex::new(None),
+            oom_watched: Latch::default(),
         };
         if !req.checkpoint.is_empty() {
             // The runtime restores at Start (the Go shim's order).
@@ -148,10 +153,6 @@ impl Container {
             c.cleanup_rootfs();
             return Err(e);
         }
-        match metrics::container_cgroup(c.init.pid(), &bundle, &c.id) {
-            Ok(cg) => *c.cgroup_lock() = Some(cg),
-            Err(e) => log::warn!("{}: no cgroup for stats and OOM events: {e}", c.id),
-        }
         Ok(c)
     }
 
@@ -173,7 +174,7 @@ impl Container {
         self.cgroup.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The container's cgroup, found at create (or now, if that failed).
+    /// The container's cgroup, found after create (or now, if not yet).
     pub fn cgroup(&self) -> Result<cgroups::Manager> {
         let mut cg = self.cgroup_lock();
         if cg.is_none() {
@@ -186,8 +187,8 @@ impl Container {
         Ok(cg.clone().expect("set above"))
     }
 
-    /// Prepare stdio, run the runtime call `f` (create or exec), read the
-    /// pid file and start the copies. Sets the process's pid.
+    /// Prepare stdio and start the copies, run the runtime call `f` (create
+    /// or exec), read the pid file. Sets the process's pid.
     pub(crate) fn run_process(
         &self,
         p: &Process,
@@ -200,13 +201,28 @@ impl Container {
         };
         let (prepared, child_io, socket) =
             stdio::prepare(&p.stdio, self.io_uid, self.io_gid, owner)?;
+        let name = if p.is_init() { "init" } else { "exec" };
+        // Pipes are copied from before the runtime runs: setting the copies
+        // up (threads, opening the destinations) overlaps with the runtime
+        // instead of delaying the reply. A console's master only exists once
+        // the runtime created the process. (On failure the copies drop, and
+        // with them their cancel pipe.)
+        let early = match socket {
+            None => Ok(prepared.start(&p.stdio, name)?),
+            Some(_) => Err(prepared),
+        };
         o.console_socket = socket;
         let _ = std::fs::remove_file(&o.pid_file);
         f(&self.runc, &o, child_io)?;
         let pid = runc::read_pid_file(&o.pid_file)?;
-        let name = if p.is_init() { "init" } else { "exec" };
-        let io = prepared.start(&p.stdio, name)?;
+        let mut io = match early {
+            Ok(io) => io,
+            Err(prepared) => prepared.start(&p.stdio, name)?,
+        };
         let mut s = p.lock();
+        if s.stdin_closed {
+            io.close_stdin();
+        }
         s.pid = pid;
         s.io = Some(io);
         Ok(pid)
@@ -291,9 +307,10 @@ impl Container {
     }
 
     /// Delete the init: wait for its output, `delete` it in the runtime,
-    /// close its stdio and unmount the rootfs. The caller holds the process
-    /// in the deleting state; `from` is the state it was in.
-    pub fn delete_init(&self, from: Status) -> Result<()> {
+    /// close its stdio and detach the rootfs, whose release is the caller's
+    /// (see [`mount::detach_all`]). The caller holds the process in the
+    /// deleting state; `from` is the state it was in.
+    pub fn delete_init(&self, from: Status) -> Result<mount::Detached> {
         drain(&self.init);
         if let Err(e) = self.runc.delete(&self.id, from == Status::Created) {
             if !runc::is_gone(&e) {
@@ -304,8 +321,11 @@ impl Container {
             close_io(&p);
         }
         close_io(&self.init);
-        self.cleanup_rootfs();
-        Ok(())
+        Ok(self
+            .rootfs
+            .as_deref()
+            .map(mount::detach_all)
+            .unwrap_or_default())
     }
 
     /// Forget a stopped (or never started) exec.

@@ -22,7 +22,8 @@ use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::event::Envelope;
 use containerd_shim_protos::shim::events::ForwardRequest;
-use containerd_shim_protos::shim::events_ttrpc::EventsClient;
+
+use crate::rpc;
 
 const QUEUE: usize = 256;
 const RETRIES: usize = 3;
@@ -187,11 +188,16 @@ fn forward_loop(
     ns: String,
     pending: Arc<(Mutex<Pending>, Condvar)>,
 ) {
-    let mut client: Option<EventsClient> = None;
+    // Connected now, while the shim waits for its first RPC, rather than
+    // with the first event.
+    let mut client: Option<rpc::Client> = match &sink {
+        Sink::Ttrpc(addr) => rpc::Client::connect(addr).ok(),
+        _ => None,
+    };
     loop {
         let e = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(e) => e,
-            // Idle: drop the connection (and its two threads) until needed.
+            // Idle: drop the connection until needed.
             Err(RecvTimeoutError::Timeout) => {
                 client = None;
                 continue;
@@ -222,18 +228,17 @@ fn forward_loop(
     }
 }
 
-fn send(sink: &Sink, ns: &str, e: &Event, client: &mut Option<EventsClient>) -> Result<(), String> {
+/// containerd's events service, where a shim forwards its events.
+const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn send(sink: &Sink, ns: &str, e: &Event, client: &mut Option<rpc::Client>) -> Result<(), String> {
     match sink {
         Sink::Discard => Ok(()),
         Sink::Ttrpc(addr) => {
             if client.is_none() {
-                let a = if addr.contains("://") {
-                    addr.clone()
-                } else {
-                    format!("unix://{addr}")
-                };
-                let c = ttrpc::Client::connect(&a).map_err(|e| format!("connect {a}: {e}"))?;
-                *client = Some(EventsClient::new(c));
+                let c = rpc::Client::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+                *client = Some(c);
             }
             let mut env = Envelope::new();
             env.timestamp = MessageField::some(timestamp(SystemTime::now()));
@@ -242,10 +247,10 @@ fn send(sink: &Sink, ns: &str, e: &Event, client: &mut Option<EventsClient>) -> 
             env.event = MessageField::some(e.event.clone());
             let mut req = ForwardRequest::new();
             req.envelope = MessageField::some(env);
-            let c = client.as_ref().expect("connected");
-            c.forward(ttrpc::context::with_timeout(5_000_000_000), &req)
+            let payload = req.write_to_bytes().map_err(|e| e.to_string())?;
+            let c = client.as_mut().expect("connected");
+            c.call(EVENTS_SERVICE, "Forward", payload, FORWARD_TIMEOUT)
                 .map(drop)
-                .map_err(|e| e.to_string())
         }
         Sink::Binary { binary, address } => {
             let data = e.event.write_to_bytes().map_err(|e| e.to_string())?;

@@ -24,6 +24,7 @@
 //! | [`mount`], [`logger`], [`args`], [`toml`], [`error`] | helpers |
 
 pub mod args;
+pub mod background;
 pub mod bootstrap;
 pub mod checkpoint;
 pub mod console;
@@ -41,9 +42,11 @@ pub mod options;
 pub mod process;
 pub mod protocol;
 pub mod reaper;
+pub mod rpc;
 pub mod runc;
 pub mod server;
 pub mod service;
+pub mod spare;
 pub mod stdio;
 pub mod task;
 pub mod toml;

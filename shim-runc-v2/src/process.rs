@@ -58,6 +58,9 @@ pub struct State {
     /// An exit that came while starting, for the starter to handle.
     pending_exit: Option<i32>,
     pub io: Option<ProcessIo>,
+    /// CloseIO(stdin) came: also for the stdio set up after it (the client
+    /// may finish writing while the runtime still creates the process).
+    pub stdin_closed: bool,
     /// Exec processes: the OCI process spec (JSON) until started.
     pub spec: Option<serde_json::Value>,
 }
@@ -96,6 +99,7 @@ impl Process {
                 exited_at: None,
                 pending_exit: None,
                 io: None,
+                stdin_closed: false,
                 spec: None,
             }),
             cv: Condvar::new(),

@@ -7,7 +7,8 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -19,10 +20,13 @@ use crate::args::Flags;
 use crate::error::{io_ctx, Error, Result};
 use crate::events::{Publisher, Sink};
 use crate::task::Task;
-use crate::{bootstrap, logger, reaper, service, RUNTIME_NAME};
+use crate::{bootstrap, logger, reaper, rpc, service, spare, RUNTIME_NAME};
 
 /// How long the exiting server leaves its last replies to be written.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(30);
+/// Threads parked for later: a connection's three (one more while a Wait
+/// blocks) and a container's three stdio copies.
+const SPARE_THREADS: usize = 6;
 /// The listener's fd when the server is started by hand without `-socket`.
 const LISTENER_FD: i32 = 3;
 
@@ -136,33 +140,24 @@ pub fn serve(cfg: ServerConfig) -> Result<()> {
         Listen::Path(s) => Some(bootstrap::socket_path(s).to_owned()),
         Listen::Fd(_) => None,
     };
-    let server = match cfg.listen {
+    let listener = match cfg.listen {
         Listen::Fd(fd) => {
             // Not for the runtime's children.
             let _ = nix::fcntl::fcntl(
                 fd.as_raw_fd(),
                 nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
             );
-            ttrpc::Server::new().add_listener(fd.into_raw_fd())
+            UnixListener::from(fd)
         }
         Listen::Path(s) => {
-            let addr = if s.contains("://") {
-                s
-            } else {
-                format!("unix://{s}")
-            };
-            ttrpc::Server::new().bind(&addr)
+            let path = bootstrap::socket_path(&s);
+            UnixListener::bind(path).map_err(io_ctx(format!("listen on {path}")))?
         }
     };
-    let mut server = server
-        .map_err(|e| Error::Other(format!("ttrpc listener: {e}")))?
-        .set_thread_count_default(2)
-        .set_thread_count_min(1)
-        .set_thread_count_max(8)
-        .register_service(service::methods(Arc::clone(&task)));
-    server
-        .start()
-        .map_err(|e| Error::Other(format!("start ttrpc server: {e}")))?;
+    // Parked threads for the connection and the stdio copies to come.
+    spare::start(SPARE_THREADS);
+    let server = rpc::Server::start(listener, service::methods(Arc::clone(&task)))
+        .map_err(io_ctx("start the ttrpc server"))?;
     log::info!("serving (pid {})", std::process::id());
     // Read now: containerd removes the bundle (and this file) right after
     // Shutdown, before the socket is removed on the way out.
@@ -189,13 +184,13 @@ pub fn serve(cfg: ServerConfig) -> Result<()> {
     if let Some(p) = own_socket {
         let _ = fs::remove_file(p);
     }
-    // The Shutdown RPC that got us here still has to send its reply, and
-    // the server offers no way to wait for that: no new connections, and a
-    // moment for the writer before the process ends.
-    let server = server.stop_listen();
+    // The Shutdown RPC that got us here still has to send its reply (its
+    // thread writes it once the handler returns): no new connections, and
+    // a moment for that write before the process ends.
+    server.stop_listen();
+    task.finish_background(Duration::from_secs(5));
     task.events().close(Duration::from_secs(5));
     std::thread::sleep(SHUTDOWN_GRACE);
-    drop(server);
     let _ = std::io::stderr().flush();
     Ok(())
 }

@@ -22,7 +22,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -32,6 +31,7 @@ use crate::console::ConsoleSocket;
 use crate::error::{io_ctx, Error, Result};
 use crate::logbin::BinaryLogger;
 use crate::runc::ProcStdio;
+use crate::spare::{self, Finished};
 
 /// How long a FIFO destination may wait for its reader.
 const FIFO_READER_WAIT: Duration = Duration::from_secs(5);
@@ -73,10 +73,10 @@ pub struct ProcessIo {
     /// Dropping it stops the copiers.
     cancel: Option<OwnedFd>,
     /// The output copies (stdout, stderr, the terminal).
-    copiers: Vec<JoinHandle<()>>,
+    copiers: Vec<Finished>,
     output: OutputDone,
     /// The stdin copy: it ends with CloseIO or on close, not with the process.
-    stdin_copier: Option<JoinHandle<()>>,
+    stdin_copier: Option<Finished>,
     /// The `binary://` logger, stopped on close.
     logger: Option<BinaryLogger>,
 }
@@ -418,7 +418,7 @@ impl ProcessIo {
     }
 
     /// Take the output copier threads (to wait for them without any lock held).
-    pub fn take_copiers(&mut self) -> Vec<JoinHandle<()>> {
+    pub fn take_copiers(&mut self) -> Vec<Finished> {
         std::mem::take(&mut self.copiers)
     }
 
@@ -435,20 +435,12 @@ impl ProcessIo {
 
 /// Wait for `copiers` to finish, at most `timeout` in all (the output of a
 /// process that exited is flushed before it is deleted).
-pub fn wait_copiers(copiers: Vec<JoinHandle<()>>, timeout: Duration) -> Vec<JoinHandle<()>> {
+pub fn wait_copiers(copiers: Vec<Finished>, timeout: Duration) -> Vec<Finished> {
     let deadline = Instant::now() + timeout;
-    let mut left = Vec::new();
-    for h in copiers {
-        while !h.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if h.is_finished() {
-            let _ = h.join();
-        } else {
-            left.push(h);
-        }
-    }
-    left
+    copiers
+        .into_iter()
+        .filter(|h| !h.wait(deadline.saturating_duration_since(Instant::now())))
+        .collect()
 }
 
 /// Copy `src` to `dst.0` on a thread; `dst.1` (a FIFO's keep-alive reader)
@@ -459,17 +451,15 @@ fn spawn_copy(
     dst: (File, Option<File>),
     cancel: File,
     done: Option<OutputGuard>,
-) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name(name.clone())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let (dst, keep) = dst;
-            copy_loop(&name, src, dst, cancel);
-            drop(keep);
-            drop(done);
-        })
-        .map_err(io_ctx("spawn stdio copier"))
+) -> Result<Finished> {
+    let thread_name = name.clone();
+    spare::run(&thread_name, move || {
+        let (dst, keep) = dst;
+        copy_loop(&name, src, dst, cancel);
+        drop(keep);
+        drop(done);
+    })
+    .map_err(io_ctx("spawn stdio copier"))
 }
 
 fn copy_loop(name: &str, mut src: File, mut dst: File, cancel: File) {

@@ -16,6 +16,7 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use containerd_shim_protos::shim::oci::ProcessDetails;
 
+use crate::background::Background;
 use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::events::{timestamp, Publisher};
@@ -31,13 +32,17 @@ type Entry = (Arc<Container>, Arc<Process>);
 /// How long an exit waits for the process's output to be copied (children
 /// that outlive it may hold the pipes open).
 const EXIT_OUTPUT_WAIT: Duration = Duration::from_secs(1);
+/// How long Start waits for Create's OOM watch to be in place.
+const OOM_WATCH_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Task {
     namespace: String,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     lifecycle: Mutex<Lifecycle<Entry>>,
     events: Arc<Publisher>,
-    oom: OomMonitor,
+    oom: Arc<OomMonitor>,
+    /// What RPCs leave for after their reply.
+    background: Background,
     on_shutdown: Box<dyn Fn() + Send + Sync>,
 }
 
@@ -56,20 +61,26 @@ impl Task {
     ) -> Task {
         let events = Arc::new(events);
         let ev = Arc::clone(&events);
-        let oom = OomMonitor::new(Box::new(move |id: &str| {
+        let oom = Arc::new(OomMonitor::new(Box::new(move |id: &str| {
             ev.publish(&ev::TaskOOM {
                 container_id: id.to_owned(),
                 ..Default::default()
             })
-        }));
+        })));
         Task {
             namespace,
             containers: Mutex::new(HashMap::new()),
             lifecycle: Mutex::new(Lifecycle::default()),
             events,
             oom,
+            background: Background::start(),
             on_shutdown,
         }
+    }
+
+    /// Let queued background work (rootfs releases) finish, up to `timeout`.
+    pub fn finish_background(&self, timeout: Duration) {
+        self.background.finish(timeout);
     }
 
     pub fn events(&self) -> &Publisher {
@@ -211,35 +222,29 @@ impl Task {
         });
         if c.pending_restore().is_none() {
             self.register(&c, &c.init, pid);
-            self.watch_oom(&c);
+            // Finding the cgroup reads /proc: after the reply, before Start.
+            let (c, oom) = (Arc::clone(&c), Arc::clone(&self.oom));
+            self.background.run(move || {
+                watch_oom(&oom, &c);
+                c.oom_watched.open();
+            });
         }
         Ok(pid as u32)
-    }
-
-    /// Publish TaskOOM for the container's cgroup from now on.
-    fn watch_oom(&self, c: &Container) {
-        match c.cgroup().and_then(|cg| {
-            cg.oom_events()
-                .map_err(|e| Error::Other(format!("oom events: {e}")))
-        }) {
-            Ok(w) => {
-                if let Err(e) = self.oom.add(&c.id, w) {
-                    log::warn!("{}: {e}", c.id);
-                }
-            }
-            Err(e) => log::warn!("{}: no OOM events: {e}", c.id),
-        }
     }
 
     /// Start the init: `start`, or `restore` after a checkpointed Create.
     fn start_init(&self, c: &Arc<Container>) -> Result<i32> {
         let Some(r) = c.pending_restore() else {
+            if !c.oom_watched.wait(OOM_WATCH_WAIT) {
+                log::warn!("{}: starting before its OOM watch is in place", c.id);
+            }
             return c.runc.start(&c.id).map(|()| c.init.pid());
         };
         let pid = c.restore_init(&r)?;
         c.restored();
         self.register(c, &c.init, pid);
-        self.watch_oom(c);
+        watch_oom(&self.oom, c);
+        c.oom_watched.open();
         Ok(pid)
     }
 
@@ -317,11 +322,19 @@ impl Task {
             c.delete_init(from)
         } else {
             c.delete_exec(&p);
-            Ok(())
+            Ok(Default::default())
         };
-        if let Err(e) = r {
-            p.end(None);
-            return Err(e);
+        let rootfs = match r {
+            Ok(rootfs) => rootfs,
+            Err(e) => {
+                p.end(None);
+                return Err(e);
+            }
+        };
+        // The rootfs is out of the tree; the filesystem's teardown (an
+        // overlay syncs its upper filesystem) need not delay the reply.
+        if !rootfs.is_empty() {
+            self.background.run(move || drop(rootfs));
         }
         p.end(Some(Status::Deleted));
         let s = p.snapshot();
@@ -333,7 +346,9 @@ impl Task {
             }
         }
         if p.is_init() {
-            self.oom.remove(id);
+            // Queued: after the watch Create queued, if that has not run yet.
+            let (oom, cid) = (Arc::clone(&self.oom), id.to_owned());
+            self.background.run(move || oom.remove(&cid));
             self.table().remove(id);
             self.events.publish(&ev::TaskDelete {
                 container_id: id.to_owned(),
@@ -450,7 +465,9 @@ impl Task {
     pub fn close_io(&self, id: &str, exec_id: &str, stdin: bool) -> Result<()> {
         let (_, p) = self.process(id, exec_id)?;
         if stdin {
-            if let Some(io) = p.lock().io.as_mut() {
+            let mut s = p.lock();
+            s.stdin_closed = true;
+            if let Some(io) = s.io.as_mut() {
                 io.close_stdin();
             }
         }
@@ -515,5 +532,21 @@ impl Task {
         if self.table().is_empty() {
             (self.on_shutdown)();
         }
+    }
+}
+
+/// Publish TaskOOM for the container's cgroup from now on (found now, and
+/// kept for Stats).
+fn watch_oom(oom: &OomMonitor, c: &Container) {
+    match c.cgroup().and_then(|cg| {
+        cg.oom_events()
+            .map_err(|e| Error::Other(format!("oom events: {e}")))
+    }) {
+        Ok(w) => {
+            if let Err(e) = oom.add(&c.id, w) {
+                log::warn!("{}: {e}", c.id);
+            }
+        }
+        Err(e) => log::warn!("{}: no cgroup for stats and OOM events: {e}", c.id),
     }
 }

@@ -1,0 +1,142 @@
+//! Work an RPC leaves for after its reply: one long-lived thread that runs
+//! jobs in order, so that what containerd does not wait for stays off the
+//! RPC's path — releasing an unmounted rootfs (the kernel syncs an
+//! overlay's upper filesystem when its last reference goes) and finding a
+//! new container's cgroup to watch for OOM (a [`Latch`] that Start waits
+//! for keeps that ordered before the container runs).
+//!
+//! The thread starts with the server, not with the first job: a thread's
+//! creation would otherwise land on the very RPC this is meant to speed up.
+
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+type Job = Box<dyn FnOnce() + Send + 'static>;
+
+pub struct Background {
+    tx: Mutex<Option<Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Background {
+    /// Start the thread. Without one (spawn failed) jobs run inline.
+    pub fn start() -> Background {
+        let (tx, rx) = channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("background".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            });
+        let (tx, thread) = match thread {
+            Ok(t) => (Some(tx), Some(t)),
+            Err(e) => {
+                log::warn!("background thread: {e}; its work runs inline");
+                (None, None)
+            }
+        };
+        Background {
+            tx: Mutex::new(tx),
+            thread: Mutex::new(thread),
+        }
+    }
+
+    /// Run `job` after whatever is queued (inline once finished).
+    pub fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let job: Job = Box::new(job);
+        let job = {
+            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+            match tx.as_ref() {
+                Some(tx) => match tx.send(job) {
+                    Ok(()) => return,
+                    Err(std::sync::mpsc::SendError(job)) => job,
+                },
+                None => job,
+            }
+        };
+        job();
+    }
+
+    /// Take no more jobs; wait up to `timeout` for the queued ones.
+    pub fn finish(&self, timeout: Duration) {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
+        let deadline = Instant::now() + timeout;
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            log::warn!("background work still running after {timeout:?}");
+        }
+    }
+}
+
+/// A one-way gate: closed until [`Latch::open`], then open for good.
+#[derive(Default)]
+pub struct Latch {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Latch {
+    pub fn open(&self) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    /// Wait until open, at most `timeout`; whether it is open.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let g = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |open| !*open)
+            .unwrap_or_else(|e| e.into_inner());
+        *g
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn jobs_run_in_order_off_the_caller() {
+        let bg = Background::start();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let me = std::thread::current().id();
+        for i in 0..3 {
+            let s = Arc::clone(&seen);
+            bg.run(move || {
+                assert_ne!(std::thread::current().id(), me);
+                s.lock().unwrap().push(i);
+            });
+        }
+        bg.finish(Duration::from_secs(5));
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2]);
+        // Finished: later jobs still run, inline.
+        let s = Arc::clone(&seen);
+        bg.run(move || s.lock().unwrap().push(3));
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn latch_waits_until_opened() {
+        let l = Arc::new(Latch::default());
+        assert!(!l.wait(Duration::from_millis(10)));
+        let l2 = Arc::clone(&l);
+        let t = std::thread::spawn(move || l2.wait(Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(20));
+        l.open();
+        assert!(t.join().unwrap());
+        assert!(l.wait(Duration::ZERO));
+    }
+}
