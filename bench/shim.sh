@@ -7,7 +7,7 @@
 #      container;
 #   2. the same summed over 20 running containers, each with its own shim;
 #   3. `ctr run --rm ... true` lifecycle, median of RUNS (>= 30) runs per
-#      shim, taken in LC_ROUNDS (6) alternating rounds;
+#      shim, the two shims' runs interleaved one by one;
 #   4. wall time of 20 concurrent `ctr run -d` (median of ROUNDS rounds).
 #
 # Usage: sudo bench/shim.sh            (see bench/README.md)
@@ -15,7 +15,7 @@
 #        RUNC_RS_BIN   runc-rs; if unset, $CARGO_TARGET_DIR/release/runc-rs when
 #                      it exists, else `cargo build -p runc-rs` (debug)
 #        TESTDATA_BIN  testdata binary; if unset, `cargo build -p testdata`
-#        RUNS (30), WARMUP (3), ROUNDS (3), LC_ROUNDS (6), N (20), OUT (bench/results)
+#        RUNS (30), WARMUP (3), ROUNDS (3), N (20), OUT (bench/results)
 #
 # The Go shim gets runc-rs through ctr's runc options (`--runc-binary`,
 # `--runc-root`); the Rust shim through a runtime options file
@@ -34,7 +34,6 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/runc-rs/target}
 RUNS=${RUNS:-30}
 WARMUP=${WARMUP:-3}
 ROUNDS=${ROUNDS:-3}
-LC_ROUNDS=${LC_ROUNDS:-6}
 N=${N:-20}
 OUT=${OUT:-$HERE/results}
 CGPARENT=runc-rs-shimbench-$$
@@ -48,7 +47,6 @@ die() { log "error: $*"; exit 1; }
 for t in containerd ctr containerd-shim-runc-v2 jq; do
     command -v "$t" >/dev/null || die "$t not found (Debian: containerd jq)"
 done
-HYPERFINE=$(command -v hyperfine || true)
 
 # Shims put their sockets in /run/containerd/s (not configurable in 1.6):
 # if this run creates that tree, it removes it again (once empty).
@@ -231,35 +229,30 @@ for shim in go rs; do
     done | median)
 done
 
-# The lifecycle, in LC_ROUNDS alternating rounds (Go, Rust, Go, Rust...)
-# of RUNS / LC_ROUNDS runs each: a machine whose speed drifts during the
-# run weighs on both shims alike. The median of all a shim's runs.
-log "ctr run --rm lifecycle: $RUNS runs per shim in $LC_ROUNDS alternating rounds"
-per_round=$(((RUNS + LC_ROUNDS - 1) / LC_ROUNDS))
+# The lifecycle, interleaved run by run (Go then Rust, then Rust then Go,
+# ...): a machine whose speed drifts, as a VM's does, weighs on both
+# shims alike. The median of each shim's RUNS runs, and the median of the
+# per-pair ratios.
+log "ctr run --rm lifecycle: $RUNS runs per shim, interleaved"
 for shim in go rs; do
     # One run in the open first: a failure shows its error.
     run "$shim" lc-$shim --rm -- true || die "$shim: ctr run --rm failed"
     for i in $(seq "$WARMUP"); do run "$shim" lc-$shim --rm -- true; done
     : >"$W/lc-$shim.times"
 done
-for r in $(seq "$LC_ROUNDS"); do
-    for shim in go rs; do
-        if [ -n "$HYPERFINE" ]; then
-            argv="ctr --address $SOCK --namespace $NS run --rm $(run_args "$shim") --fifo-dir $W/fifo --cgroup /$CGPARENT/lc-$shim $IMAGE lc-$shim true"
-            "$HYPERFINE" -N --style none --warmup 1 --runs "$per_round" \
-                --export-json "$W/lc.json" "$argv" >/dev/null
-            jq '.results[0].times[] * 1000' "$W/lc.json" >>"$W/lc-$shim.times"
-        else
-            for i in $(seq "$per_round"); do
-                t=$(date +%s%N); run "$shim" lc-$shim --rm -- true
-                awk -v t="$t" -v e="$(date +%s%N)" 'BEGIN { print (e - t) / 1e6 }' >>"$W/lc-$shim.times"
-            done
-        fi
+for i in $(seq "$RUNS"); do
+    if [ $((i % 2)) = 1 ]; then order="go rs"; else order="rs go"; fi
+    for shim in $order; do
+        t=$(date +%s%N)
+        run "$shim" lc-$shim --rm -- true
+        awk -v t="$t" -v e="$(date +%s%N)" 'BEGIN { print (e - t) / 1e6 }' >>"$W/lc-$shim.times"
     done
 done
 for shim in go rs; do
     R[$shim.lc]=$(median <"$W/lc-$shim.times" | awk '{ printf "%.1f", $1 }')
 done
+R[pair.lc]=$(paste "$W/lc-rs.times" "$W/lc-go.times" | awk '{ print $1 / $2 }' | median |
+    awk '{ printf "%.2f", $1 }')
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 row() { printf '| %s | %s | %s | %s |\n' "$1" "${R[go.$2]}" "${R[rs.$2]}" "$(ratio "${R[rs.$2]}" "${R[go.$2]}")"; }
@@ -272,6 +265,7 @@ mkdir -p "$OUT"
     row "RSS, $N shims + $N containers (KiB)" rssN
     row "PSS, $N shims + $N containers (KiB)" pssN
     row "\`ctr run --rm true\` median (ms, $RUNS runs)" lc
+    echo "| \`ctr run --rm true\`, median of the $RUNS paired ratios | | | ${R[pair.lc]} |"
     row "$N concurrent \`ctr run -d\` wall (ms, median of $ROUNDS)" par
     echo
     echo "Both shims drive runc-rs ($RUNC_RS_BIN); Go shim: $GO_SHIM ($(containerd --version | awk '{ print $3 }'));"
