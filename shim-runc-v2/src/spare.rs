@@ -7,7 +7,8 @@
 //! (Replacing a spare as soon as it is taken would put that thread's
 //! creation on a CPU the RPC needs at that very moment.)
 //!
-//! Jobs run on small stacks ([`STACK`]): for blocking loops, not deep work.
+//! Every spare has the same stack ([`STACK`]), sized for the deepest job:
+//! a task RPC's handler (its untouched pages cost no memory).
 
 use std::ffi::CString;
 use std::io;
@@ -16,8 +17,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::background::Latch;
 
-/// Every spare's stack (the stdio copier's size).
-pub const STACK: usize = 64 * 1024;
+/// Every spare's stack.
+pub const STACK: usize = 256 * 1024;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
