@@ -52,6 +52,11 @@ done
 # if this run creates that tree, it removes it again (once empty).
 RUN_PREEXISTED=$([ -d /run/containerd ] && echo 1 || true)
 W=$(mktemp -d /tmp/runc-rs-shimbench-XXXXXX)
+# Runtime state on tmpfs, as containerd's defaults have it (state
+# /run/containerd, runc root /run/containerd/runc, ctr's FIFOs
+# /run/containerd/fifo); the persistent root (content, snapshots,
+# metadata) stays on disk under $W, as /var/lib/containerd would.
+RUNDIR=$(mktemp -d /run/runc-rs-shimbench-XXXXXX)
 SOCK=$W/containerd.sock
 DAEMON=
 
@@ -71,7 +76,7 @@ cleanup() {
         kill "$DAEMON"; wait "$DAEMON" 2>/dev/null
     fi
     # Shim sockets live in /run/containerd/s: only ours, from our bundles.
-    for a in "$W"/state/io.containerd.runtime.v2.task/*/*/address; do
+    for a in "$RUNDIR"/state/io.containerd.runtime.v2.task/*/*/address; do
         [ -f "$a" ] && rm -f "$(sed 's|^unix://||' "$a")"
     done
     for pid in $(pgrep -f -- "-address $SOCK" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
@@ -82,9 +87,11 @@ cleanup() {
         find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
         [ -d "$d" ] && log "warning: could not remove cgroup $d"
     done
-    awk -v w="$W" '$5 == w || index($5, w "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |
-        while read -r m; do umount -l "$m"; done
-    rm -rf "$W"
+    for d in "$W" "$RUNDIR"; do
+        awk -v w="$d" '$5 == w || index($5, w "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+            while read -r m; do umount -l "$m"; done
+    done
+    rm -rf "$W" "$RUNDIR"
     [ -n "$RUN_PREEXISTED" ] || rmdir /run/containerd/s /run/containerd/runc /run/containerd 2>/dev/null
     exit "$rc"
 }
@@ -128,12 +135,12 @@ for b in "$SHIM_RS_BIN" "$RUNC_RS_BIN" "$TESTDATA_BIN"; do [ -x "$b" ] || die "$
 GO_SHIM=$(command -v containerd-shim-runc-v2)
 
 # --- a private containerd -------------------------------------------------------
-mkdir -p "$W"/{root,state,tmp,runc,fifo,bin}
+mkdir -p "$W"/{root,tmp,bin} "$RUNDIR"/{state,runc,fifo}
 ln -s "$(readlink -f "$SHIM_RS_BIN")" "$W/bin/containerd-shim-runc-v2-rs"
 cat >"$W/config.toml" <<EOF
 version = 2
 root = "$W/root"
-state = "$W/state"
+state = "$RUNDIR/state"
 temp = "$W/tmp"
 oom_score = 0
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
@@ -157,15 +164,17 @@ ctr_ version >/dev/null 2>&1 || die "containerd did not start: $(tail -5 "$W/con
 IMAGE=localhost/runc-rs-shimbench/busybox:$$
 "$TESTDATA_BIN" image "$W/busybox.tar" "$IMAGE" >/dev/null
 ctr_ images import "$W/busybox.tar" >/dev/null
-printf 'BinaryName = "%s"\nRoot = "%s"\n' "$RUNC_RS_BIN" "$W/runc" >"$W/rs.toml"
+printf 'BinaryName = "%s"\nRoot = "%s"\n' "$RUNC_RS_BIN" "$RUNDIR/runc" >"$W/rs.toml"
 
 # run_args SHIM: the ctr run flags selecting SHIM (go|rs) driving runc-rs.
 run_args() {
     case $1 in
-    go) echo "--runtime io.containerd.runc.v2 --runc-binary $RUNC_RS_BIN --runc-root $W/runc" ;;
+    go) echo "--runtime io.containerd.runc.v2 --runc-binary $RUNC_RS_BIN --runc-root $RUNDIR/runc" ;;
     rs) echo "--runtime io.containerd.runc.v2-rs --runtime-config-path $W/rs.toml" ;;
     esac
 }
+# Computed once: a command substitution inside the timed runs would fork.
+declare -A RUN_ARGS=([go]="$(run_args go)" [rs]="$(run_args rs)")
 # run SHIM ID FLAGS... -- CMD...: ctr run with the bench's image and cgroup.
 run() {
     local shim=$1 id=$2; shift 2
@@ -173,7 +182,7 @@ run() {
     while [ "$1" != -- ]; do flags+=("$1"); shift; done
     shift
     # shellcheck disable=SC2046
-    ctr_ run "${flags[@]}" $(run_args "$shim") --fifo-dir "$W/fifo" \
+    ctr_ run "${flags[@]}" ${RUN_ARGS[$shim]} --fifo-dir "$RUNDIR/fifo" \
         --cgroup "/$CGPARENT/$id" "$IMAGE" "$id" "$@"
 }
 remove_all() {
@@ -243,9 +252,11 @@ done
 for i in $(seq "$RUNS"); do
     if [ $((i % 2)) = 1 ]; then order="go rs"; else order="rs go"; fi
     for shim in $order; do
-        t=$(date +%s%N)
+        # bash's clock, read without a fork: what is timed is ctr's run.
+        t=${EPOCHREALTIME//[.,]/}
         run "$shim" lc-$shim --rm -- true
-        awk -v t="$t" -v e="$(date +%s%N)" 'BEGIN { print (e - t) / 1e6 }' >>"$W/lc-$shim.times"
+        e=${EPOCHREALTIME//[.,]/}
+        printf '%d.%03d\n' $(((e - t) / 1000)) $(((e - t) % 1000)) >>"$W/lc-$shim.times"
     done
 done
 for shim in go rs; do

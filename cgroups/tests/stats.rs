@@ -194,28 +194,38 @@ fn v1_blkio_counts_the_containers_writes() {
         return;
     }
     let file = format!("/var/tmp/cgroups-statsio-{}", std::process::id());
-    let mut dd = Command::new("dd");
-    dd.args([
-        "if=/dev/zero",
-        &format!("of={file}"),
-        "bs=1M",
-        "count=4",
-        "oflag=direct",
-    ])
-    .stderr(Stdio::null());
-    let out = t.run_in(&mut dd);
-    let _ = std::fs::remove_file(&file);
-    assert!(out.status.success());
-    let Stats::V1(m) = t.mgr.stats().unwrap() else {
-        panic!("v1 host")
-    };
-    let blkio = m.blkio.unwrap();
-    let written: u64 = blkio
-        .io_service_bytes_recursive
-        .iter()
-        .filter(|e| e.op == "Write")
-        .map(|e| e.value)
-        .sum();
+    // The kernel charges a cgroup's first bios to its parent when it cannot
+    // allocate the cgroup's per-device group without sleeping (seen once
+    // under a build's memory pressure): a second write then lands.
+    let mut blkio = Default::default();
+    let mut written = 0;
+    for _ in 0..3 {
+        let mut dd = Command::new("dd");
+        dd.args([
+            "if=/dev/zero",
+            &format!("of={file}"),
+            "bs=1M",
+            "count=4",
+            "oflag=direct",
+        ])
+        .stderr(Stdio::null());
+        let out = t.run_in(&mut dd);
+        let _ = std::fs::remove_file(&file);
+        assert!(out.status.success());
+        let Stats::V1(m) = t.mgr.stats().unwrap() else {
+            panic!("v1 host")
+        };
+        blkio = m.blkio.unwrap();
+        written = blkio
+            .io_service_bytes_recursive
+            .iter()
+            .filter(|e| e.op == "Write")
+            .map(|e| e.value)
+            .sum();
+        if written > 0 {
+            break;
+        }
+    }
     assert!(written >= 4 * MB, "{blkio:#?}");
     let e = blkio
         .io_service_bytes_recursive

@@ -45,20 +45,18 @@ impl Background {
         }
     }
 
-    /// Run `job` after whatever is queued (inline once finished).
+    /// Run `job` after whatever is queued (inline once finished), and not
+    /// before the reply to the request that asks for it is written.
     pub fn run(&self, job: impl FnOnce() + Send + 'static) {
-        let job: Job = Box::new(job);
-        let job = {
-            let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-            match tx.as_ref() {
-                Some(tx) => match tx.send(job) {
-                    Ok(()) => return,
-                    Err(std::sync::mpsc::SendError(job)) => job,
-                },
-                None => job,
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        crate::rpc::after_reply(move || match tx {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(job)) = tx.send(Box::new(job)) {
+                    job();
+                }
             }
-        };
-        job();
+            None => job(),
+        });
     }
 
     /// Take no more jobs; wait up to `timeout` for the queued ones.

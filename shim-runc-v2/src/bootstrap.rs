@@ -66,12 +66,18 @@ fn require_namespace(flags: &Flags) -> Result<()> {
 
 /// The shim grouping of the bundle in `cwd` (its id unless labelled).
 fn grouping(bundle: &Path, id: &str) -> String {
-    let spec = fs::read(bundle.join("config.json"))
+    // Only the annotations are kept (and allocated) from the spec.
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        annotations: Option<std::collections::HashMap<String, serde_json::Value>>,
+    }
+    let annotations = fs::read(bundle.join("config.json"))
         .ok()
-        .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok());
-    if let Some(spec) = spec {
+        .and_then(|d| serde_json::from_slice::<Spec>(&d).ok())
+        .and_then(|s| s.annotations);
+    if let Some(a) = annotations {
         for label in GROUP_LABELS {
-            if let Some(g) = spec["annotations"][label].as_str() {
+            if let Some(g) = a.get(label).and_then(|v| v.as_str()) {
                 return g.to_owned();
             }
         }
@@ -126,7 +132,8 @@ fn listen_and_spawn(p: &StartParams, cwd: &Path) -> Result<String> {
         let _ = fs::remove_file(&path);
         e
     };
-    fs::write("address", &address).map_err(|e| fail(Error::io("write address", e)))?;
+    // The server writes `<bundle>/address` (a new file: a few hundred
+    // microseconds on a busy ext4) while this process replies.
     let cfg = ServerConfig {
         namespace: p.namespace.clone(),
         id: p.id.clone(),
@@ -135,6 +142,7 @@ fn listen_and_spawn(p: &StartParams, cwd: &Path) -> Result<String> {
         publish_binary: p.containerd_binary.clone(),
         ttrpc_address: p.ttrpc_address.clone(),
         listen: Listen::Fd(listener.into()),
+        write_address: Some(address.clone()),
     };
     // The server is this process forked, not this binary run again: no
     // second exec, dynamic link and libc start-up on the way to the first

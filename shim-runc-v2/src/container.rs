@@ -26,17 +26,30 @@ const IO_DRAIN: Duration = Duration::from_secs(2);
 /// Whether the bundle's spec gives the container no pid namespace of its
 /// own (then its processes must be killed when init exits).
 fn shares_host_pid_ns(bundle: &Path) -> bool {
+    // Only what is needed here is kept (and allocated) from the spec.
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        linux: Option<Linux>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Linux {
+        namespaces: Option<Vec<Namespace>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Namespace {
+        #[serde(rename = "type")]
+        kind: String,
+        path: Option<String>,
+    }
     let Ok(data) = std::fs::read(bundle.join("config.json")) else {
         return false;
     };
-    let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&data) else {
+    let Ok(spec) = serde_json::from_slice::<Spec>(&data) else {
         return false;
     };
-    let nss = spec["linux"]["namespaces"].as_array();
-    !nss.is_some_and(|a| {
-        a.iter()
-            .any(|n| n["type"] == "pid" && n["path"].as_str().unwrap_or("").is_empty())
-    })
+    let nss = spec.linux.and_then(|l| l.namespaces).unwrap_or_default();
+    !nss.iter()
+        .any(|n| n.kind == "pid" && n.path.as_deref().unwrap_or("").is_empty())
 }
 
 pub struct Container {
@@ -78,8 +91,6 @@ impl Container {
         }
         let opts = RuncOptions::from_any(req.options.as_ref())?;
         let runc = opts.runc(ns, &bundle)?;
-        opts.save(&bundle)?;
-        let _ = std::fs::write(bundle.join("runtime"), &opts.binary_name);
         let stdio = StdioConfig {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -131,6 +142,10 @@ impl Container {
             oom_watched: Latch::default(),
         };
         if !req.checkpoint.is_empty() {
+            if let Err(e) = save_options(&opts, &bundle) {
+                c.cleanup_rootfs();
+                return Err(e);
+            }
             // The runtime restores at Start (the Go shim's order).
             *c.restore_lock() = Some(PendingRestore::new(
                 &req.checkpoint,
@@ -148,8 +163,13 @@ impl Container {
         };
         // On failure the runtime cleaned up after itself; deleting by id here
         // could hit another container of that name in the same root.
-        if let Err(e) = c.run_process(&c.init, copts, |r, o, io| r.create(&req.id, &bundle, o, io))
-        {
+        // The options, for a `delete` after the shim is gone, are written
+        // while the runtime creates (a file's creation costs a few hundred
+        // microseconds on a busy ext4); the runtime does not read them.
+        let save = || save_options(&opts, &bundle);
+        if let Err(e) = c.run_process(&c.init, copts, |r, o, io| {
+            r.create(&req.id, &bundle, o, io, save)
+        }) {
             c.cleanup_rootfs();
             return Err(e);
         }
@@ -382,6 +402,15 @@ impl Container {
         self.init.end(r.is_ok().then_some(to));
         r
     }
+}
+
+/// What the `delete` action needs to find the container without the shim:
+/// `options.json`, and `runtime` (the binary, as the Go shim's `delete`
+/// reads it, should that one be installed later).
+fn save_options(opts: &RuncOptions, bundle: &Path) -> Result<()> {
+    opts.save(bundle)?;
+    let _ = std::fs::write(bundle.join("runtime"), &opts.binary_name);
+    Ok(())
 }
 
 /// Wait (bounded) for a process's output copies to finish.

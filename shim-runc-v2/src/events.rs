@@ -119,7 +119,13 @@ pub enum Sink {
 #[derive(Default)]
 struct Pending {
     queued: usize,
+    /// Requests that published an event and have not replied yet: their
+    /// replies go out first (see [`rpc::after_reply`]).
+    held: usize,
 }
+
+/// How long forwarding waits for a reply to go out first, at most.
+const HOLD_MAX: Duration = Duration::from_millis(50);
 
 /// The queue and its forwarding thread.
 pub struct Publisher {
@@ -157,7 +163,20 @@ impl Publisher {
             return;
         };
         let (lock, _) = &*self.pending;
-        lock.lock().unwrap_or_else(|e| e.into_inner()).queued += 1;
+        {
+            let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+            p.queued += 1;
+            p.held += 1;
+        }
+        // Queued now (the order of events is the order of publishing);
+        // forwarded once this request's reply is out.
+        let pending = Arc::clone(&self.pending);
+        rpc::after_reply(move || {
+            let (lock, cv) = &*pending;
+            let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
+            p.held = p.held.saturating_sub(1);
+            cv.notify_all();
+        });
         if let Err(err) = tx.try_send(event) {
             lock.lock().unwrap_or_else(|e| e.into_inner()).queued -= 1;
             log::error!(
@@ -204,6 +223,11 @@ fn forward_loop(
             }
             Err(RecvTimeoutError::Disconnected) => return,
         };
+        {
+            let (lock, cv) = &*pending;
+            let p = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = cv.wait_timeout_while(p, HOLD_MAX, |p| p.held > 0);
+        }
         let mut sent = false;
         for attempt in 0..RETRIES {
             match send(&sink, &ns, &e, &mut client) {

@@ -13,6 +13,7 @@
 //! a long Wait never holds up the next request. The client calls on the
 //! caller's thread.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
@@ -34,6 +35,53 @@ pub type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
 
 /// Threads of a connection waiting to read beyond this many end.
 const MAX_IDLE: usize = 2;
+
+/// Work left for after a reply, in order.
+type Deferred = Vec<Box<dyn FnOnce()>>;
+
+thread_local! {
+    /// What the request this thread handles left for after its reply.
+    static AFTER_REPLY: RefCell<Option<Deferred>> = const { RefCell::new(None) };
+}
+
+/// Run `f` once the reply to the request this thread is handling has been
+/// written; outside a request, now. For what a handler sets off but the
+/// client does not wait for (an event to forward, work for the background
+/// thread): woken before the reply, those threads take the CPUs the reply
+/// needs (measured on Create: its reply left the shim 0.4 ms later).
+pub fn after_reply(f: impl FnOnce() + 'static) {
+    let f: Box<dyn FnOnce()> = Box::new(f);
+    let now = AFTER_REPLY.with(|a| match a.borrow_mut().as_mut() {
+        Some(list) => {
+            list.push(f);
+            None
+        }
+        None => Some(f),
+    });
+    if let Some(f) = now {
+        f();
+    }
+}
+
+/// While alive, [`after_reply`] collects; dropped (also on a panic), it
+/// runs what was collected, in order.
+struct AfterReply;
+
+impl AfterReply {
+    fn begin() -> AfterReply {
+        AFTER_REPLY.with(|a| *a.borrow_mut() = Some(Vec::new()));
+        AfterReply
+    }
+}
+
+impl Drop for AfterReply {
+    fn drop(&mut self) {
+        let list = AFTER_REPLY.with(|a| a.borrow_mut().take());
+        for f in list.into_iter().flatten() {
+            f();
+        }
+    }
+}
 
 fn read_frame(mut sock: &UnixStream) -> io::Result<(MessageHeader, Vec<u8>)> {
     let mut h = [0u8; MESSAGE_HEADER_LENGTH];
@@ -192,6 +240,8 @@ impl Conn {
         if mh.type_ != MESSAGE_TYPE_REQUEST {
             return; // the task service has no streams
         }
+        // Dropped last, once the reply is written.
+        let _after = AfterReply::begin();
         let req = match Request::decode(&body) {
             Ok(r) => r,
             Err(e) => return self.reply_error(mh, Code::INVALID_ARGUMENT, format!("{e}")),
@@ -299,6 +349,12 @@ mod tests {
 
     const SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 
+    /// For "/after": where its deferred work reports, and the client's
+    /// word that the reply arrived.
+    #[allow(clippy::type_complexity)] // a test's plumbing
+    static AFTER: std::sync::OnceLock<(Mutex<Sender<String>>, Mutex<Receiver<()>>)> =
+        std::sync::OnceLock::new();
+
     /// Forward: topic "/block" waits for `release`; "/fail" is an error.
     struct Svc {
         seen: Mutex<Sender<String>>,
@@ -316,6 +372,20 @@ mod tests {
             self.seen.lock().unwrap().send(topic.clone()).unwrap();
             match topic.as_str() {
                 "/block" => self.release.lock().unwrap().recv().unwrap(),
+                // Waits, after the reply, until the client says it has it.
+                "/after" => after_reply(|| {
+                    let (seen, got_reply) = AFTER.get().unwrap();
+                    let r = got_reply
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(Duration::from_secs(2));
+                    let what = if r.is_ok() {
+                        "after the reply"
+                    } else {
+                        "before it"
+                    };
+                    seen.lock().unwrap().send(what.into()).unwrap();
+                }),
                 "/fail" => {
                     return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
                         Code::NOT_FOUND,
@@ -374,6 +444,34 @@ mod tests {
         assert!(e.contains("UNIMPLEMENTED"), "{e}");
         // The connection still serves after errors.
         assert!(c.call(SERVICE, "Forward", forward("/again"), t).is_ok());
+    }
+
+    #[test]
+    fn after_reply_runs_once_the_reply_is_written() {
+        let (_dir, path, seen, _release) = serve();
+        let (report, reports) = channel();
+        let (got_reply, got_reply_rx) = channel();
+        assert!(AFTER
+            .set((Mutex::new(report), Mutex::new(got_reply_rx)))
+            .is_ok());
+        let mut c = Client::connect(&path).unwrap();
+        let r = c.call(
+            SERVICE,
+            "Forward",
+            forward("/after"),
+            Duration::from_secs(10),
+        );
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(seen.recv().unwrap(), "/after");
+        got_reply.send(()).unwrap();
+        let when = reports.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(when, "after the reply");
+        // Outside a request it runs at once.
+        let ran = std::cell::Cell::new(false);
+        let flag = std::rc::Rc::new(ran);
+        let f2 = std::rc::Rc::clone(&flag);
+        after_reply(move || f2.set(true));
+        assert!(flag.get());
     }
 
     #[test]

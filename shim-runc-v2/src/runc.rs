@@ -151,6 +151,40 @@ pub fn last_error(log: &Path, from: u64) -> Option<String> {
         .map(|e| e.msg)
 }
 
+/// A runtime command on its way; `finish` waits for it and turns a failure
+/// into an error with the runtime's own message.
+struct Running {
+    what: &'static str,
+    child: reaper::Spawned,
+    out: Option<File>,
+    err: Option<File>,
+    log: PathBuf,
+    log_start: u64,
+}
+
+impl Running {
+    /// Wait for the command: its stdout, or its error.
+    fn finish(self) -> Result<Vec<u8>> {
+        let what = self.what;
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::Runtime(format!("{what}: wait: {e}")))?;
+        let stdout = self.out.map(read_all).unwrap_or_default();
+        if status == 0 {
+            return Ok(stdout);
+        }
+        let stderr = self.err.map(read_all).unwrap_or_default();
+        let msg = last_error(&self.log, self.log_start)
+            .or_else(|| {
+                let s = String::from_utf8_lossy(&stderr).trim().to_owned();
+                (!s.is_empty()).then_some(s)
+            })
+            .unwrap_or_else(|| format!("exit status {status}"));
+        Err(Error::Runtime(format!("{what}: {msg}")))
+    }
+}
+
 impl Runc {
     /// The arguments of one runtime command: the global flags, then `args`.
     fn argv(&self, args: &[OsString]) -> Vec<OsString> {
@@ -174,11 +208,22 @@ impl Runc {
     /// `stdio` is `None` (stdout and stderr are then captured).
     fn run(
         &self,
-        what: &str,
+        what: &'static str,
         args: Vec<OsString>,
         stdio: Option<ProcStdio>,
         stdin_data: Option<&[u8]>,
     ) -> Result<Vec<u8>> {
+        self.spawn(what, args, stdio, stdin_data)?.finish()
+    }
+
+    /// Start a runtime command; [`Running::finish`] waits for it.
+    fn spawn(
+        &self,
+        what: &'static str,
+        args: Vec<OsString>,
+        stdio: Option<ProcStdio>,
+        stdin_data: Option<&[u8]>,
+    ) -> Result<Running> {
         let argv = self.argv(&args);
         let log_start = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let dup = |f: &File| -> Result<OwnedFd> {
@@ -212,21 +257,14 @@ impl Runc {
         let child = reaper::spawn_fds(&self.binary, &argv, fds)
             .map_err(|e| Error::Runtime(format!("{what}: exec {}: {e}", self.binary.display())))?;
         // (Our copies of the child's stdio went with `fds`.)
-        let status = child
-            .wait()
-            .map_err(|e| Error::Runtime(format!("{what}: wait: {e}")))?;
-        let stdout = out.map(read_all).unwrap_or_default();
-        if status == 0 {
-            return Ok(stdout);
-        }
-        let stderr = err.map(read_all).unwrap_or_default();
-        let msg = last_error(&self.log, log_start)
-            .or_else(|| {
-                let s = String::from_utf8_lossy(&stderr).trim().to_owned();
-                (!s.is_empty()).then_some(s)
-            })
-            .unwrap_or_else(|| format!("exit status {status}"));
-        Err(Error::Runtime(format!("{what}: {msg}")))
+        Ok(Running {
+            what,
+            child,
+            out,
+            err,
+            log: self.log.clone(),
+            log_start,
+        })
     }
 
     fn create_args(verb: &str, o: &CreateOpts) -> Vec<OsString> {
@@ -246,14 +284,30 @@ impl Runc {
         a
     }
 
-    /// `create --bundle B --pid-file P [--console-socket S] ID`.
-    pub fn create(&self, id: &str, bundle: &Path, o: &CreateOpts, stdio: ProcStdio) -> Result<()> {
+    /// `create --bundle B --pid-file P [--console-socket S] ID`; `meanwhile`
+    /// runs while the runtime does. Should it fail, the created container
+    /// is deleted again and its error returned.
+    pub fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        o: &CreateOpts,
+        stdio: ProcStdio,
+        meanwhile: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         let mut a = Self::create_args("create", o);
         a.push("--bundle".into());
         a.push(bundle.into());
         a.push(id.into());
-        self.run("OCI runtime create failed", a, Some(stdio), None)
-            .map(drop)
+        let running = self.spawn("OCI runtime create failed", a, Some(stdio), None)?;
+        let also = meanwhile();
+        running.finish()?;
+        if also.is_err() {
+            if let Err(e) = self.delete(id, true) {
+                log::warn!("{id}: delete after a failed create: {e}");
+            }
+        }
+        also
     }
 
     /// `exec --detach --process F --pid-file P [--console-socket S] ID`.

@@ -27,6 +27,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(30);
 /// Threads parked for later: a connection's three (one more while a Wait
 /// blocks) and a container's three stdio copies.
 const SPARE_THREADS: usize = 6;
+/// Of those, parked before the listener starts: a connection's reader and
+/// the handler that takes over when the reader runs a request.
+const CONNECTION_THREADS: usize = 2;
 /// The listener's fd when the server is started by hand without `-socket`.
 const LISTENER_FD: i32 = 3;
 
@@ -50,6 +53,9 @@ pub struct ServerConfig {
     /// containerd's ttrpc address, where events go (preferred).
     pub ttrpc_address: String,
     pub listen: Listen,
+    /// The address to write to `<bundle>/address` before serving (from
+    /// `start`, which replies meanwhile).
+    pub write_address: Option<String>,
 }
 
 impl ServerConfig {
@@ -69,6 +75,7 @@ impl ServerConfig {
             publish_binary: flags.publish_binary.clone(),
             ttrpc_address: std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
             listen,
+            write_address: None,
         }
     }
 }
@@ -104,6 +111,14 @@ pub fn serve(cfg: ServerConfig) -> Result<()> {
         ("id", cfg.id.as_str()),
     ];
     logger::init(Some(Path::new("log")), cfg.debug, &fields);
+    if let Some(addr) = &cfg.write_address {
+        // containerd reads it only to find this shim again after it
+        // restarted; `start`'s reply is what it connects to now.
+        if let Err(e) = fs::write("address", addr) {
+            let _ = fs::remove_file(bootstrap::socket_path(addr));
+            return Err(Error::io("write address", e));
+        }
+    }
     reaper::set_subreaper().map_err(io_ctx("set child subreaper"))?;
     let (exit_tx, exit_rx) = mpsc::channel();
     reaper::install(exit_tx);
@@ -129,13 +144,6 @@ pub fn serve(cfg: ServerConfig) -> Result<()> {
         Publisher::new(sink, cfg.namespace.clone()),
         on_shutdown,
     ));
-    let t2 = Arc::clone(&task);
-    std::thread::Builder::new()
-        .name("exits".into())
-        .stack_size(256 * 1024)
-        .spawn(move || t2.run_exits(exit_rx))
-        .map_err(io_ctx("spawn exit handler"))?;
-
     let own_socket = match &cfg.listen {
         Listen::Path(s) => Some(bootstrap::socket_path(s).to_owned()),
         Listen::Fd(_) => None,
@@ -154,14 +162,27 @@ pub fn serve(cfg: ServerConfig) -> Result<()> {
             UnixListener::bind(path).map_err(io_ctx(format!("listen on {path}")))?
         }
     };
-    // Parked threads for the connection and the stdio copies to come.
-    spare::start(SPARE_THREADS);
+    // containerd connects as soon as `start` replied: the listener comes
+    // first, with parked threads for that connection; the rest of the
+    // threads follow while containerd sends its first request.
+    spare::start(CONNECTION_THREADS);
     let server = rpc::Server::start(listener, service::methods(Arc::clone(&task)))
         .map_err(io_ctx("start the ttrpc server"))?;
+    // Exits wait in their channel until this thread takes them.
+    let t2 = Arc::clone(&task);
+    std::thread::Builder::new()
+        .name("exits".into())
+        .stack_size(256 * 1024)
+        .spawn(move || t2.run_exits(exit_rx))
+        .map_err(io_ctx("spawn exit handler"))?;
+    spare::start(SPARE_THREADS);
     log::info!("serving (pid {})", std::process::id());
     // Read now: containerd removes the bundle (and this file) right after
     // Shutdown, before the socket is removed on the way out.
-    let own_address = fs::read_to_string("address").ok();
+    let own_address = cfg
+        .write_address
+        .clone()
+        .or_else(|| fs::read_to_string("address").ok());
 
     loop {
         match sigs.wait() {

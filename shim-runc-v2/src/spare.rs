@@ -10,8 +10,8 @@
 //! Every spare has the same stack ([`STACK`]), sized for the deepest job:
 //! a task RPC's handler (its untouched pages cost no memory).
 
-use std::ffi::CString;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -24,27 +24,25 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 
 struct Pool {
     parked: Mutex<Vec<Sender<(String, Job)>>>,
-    target: usize,
+    /// How many may stay parked: the most any `start` asked for.
+    target: AtomicUsize,
 }
 
 static POOL: OnceLock<Pool> = OnceLock::new();
 
-/// Park `n` spare threads (once per process; later calls do nothing).
+/// Park spare threads until `n` are parked (a few first, the rest once
+/// what needs them soonest is running: calls add up to the largest `n`).
 pub fn start(n: usize) {
-    let mut first = false;
-    let pool = POOL.get_or_init(|| {
-        first = true;
-        Pool {
-            parked: Mutex::new(Vec::new()),
-            target: n,
-        }
+    let pool = POOL.get_or_init(|| Pool {
+        parked: Mutex::new(Vec::new()),
+        target: AtomicUsize::new(0),
     });
-    if first {
-        for _ in 0..n {
-            if let Err(e) = spawn_spare(pool) {
-                log::warn!("spare thread: {e}");
-                break;
-            }
+    pool.target.fetch_max(n, Ordering::SeqCst);
+    let have = pool.parked.lock().unwrap_or_else(|e| e.into_inner()).len();
+    for _ in have..n {
+        if let Err(e) = spawn_spare(pool) {
+            log::warn!("spare thread: {e}");
+            break;
         }
     }
 }
@@ -99,10 +97,15 @@ impl Finished {
 }
 
 fn set_name(name: &str) {
-    // The kernel keeps 15 bytes.
-    let name: String = name.chars().take(15).collect();
-    if let Ok(c) = CString::new(name) {
-        unsafe { libc::prctl(libc::PR_SET_NAME, c.as_ptr()) };
+    // The kernel keeps 15 bytes. No allocation: a thread taking a job
+    // right when an RPC is busy allocating would contend for the
+    // allocator's lock.
+    let mut buf = [0u8; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    if !buf[..n].contains(&0) {
+        unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr()) };
     }
 }
 
@@ -118,7 +121,7 @@ fn spawn_spare(pool: &'static Pool) -> io::Result<()> {
                 job();
                 set_name("spare");
                 let mut parked = pool.parked.lock().unwrap_or_else(|e| e.into_inner());
-                if parked.len() >= pool.target {
+                if parked.len() >= pool.target.load(Ordering::SeqCst) {
                     return;
                 }
                 parked.push(tx.clone());

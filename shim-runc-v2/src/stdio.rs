@@ -462,8 +462,13 @@ fn spawn_copy(
     .map_err(io_ctx("spawn stdio copier"))
 }
 
+/// A stdio copy's buffer (as the Go shim's).
+const COPY_BUFFER: usize = 32 * 1024;
+
 fn copy_loop(name: &str, mut src: File, mut dst: File, cancel: File) {
-    let mut buf = vec![0u8; 32 * 1024];
+    // Made when the first bytes come: most containers write little or
+    // nothing, and a shim lives as long as its container.
+    let mut buf: Vec<u8> = Vec::new();
     loop {
         let (src_ready, cancelled) = {
             let mut fds = [
@@ -487,6 +492,12 @@ fn copy_loop(name: &str, mut src: File, mut dst: File, cancel: File) {
         }
         if src_ready.is_empty() {
             continue;
+        }
+        if !src_ready.contains(PollFlags::POLLIN) {
+            return; // hung up with nothing left to read
+        }
+        if buf.is_empty() {
+            buf = vec![0u8; COPY_BUFFER];
         }
         let n = match src.read(&mut buf) {
             Ok(0) => return,

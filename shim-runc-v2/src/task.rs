@@ -261,7 +261,7 @@ impl Task {
         Ok(())
     }
 
-    pub fn start(&self, id: &str, exec_id: &str) -> Result<u32> {
+    pub fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32> {
         let (c, p) = self.process(id, exec_id)?;
         p.begin(Op::Starting)?;
         if !p.is_init() {
@@ -296,14 +296,16 @@ impl Task {
             Err(_) => p.end(None),
         };
         if let Some(status) = pending {
-            self.process_exited(
-                &c,
-                &p,
-                Exit {
+            // It exited while starting: told once Start has replied (its
+            // output drains meanwhile), after TaskStart.
+            let (me, c, p) = (Arc::clone(self), Arc::clone(&c), Arc::clone(&p));
+            crate::rpc::after_reply(move || {
+                let e = Exit {
                     pid: p.pid(),
                     status,
-                },
-            );
+                };
+                me.process_exited(&c, &p, e);
+            });
         } else if r.is_err() && !p.is_init() {
             // The exec never ran: it no longer holds back the init's exit.
             let held = self.life().exec_done(id);

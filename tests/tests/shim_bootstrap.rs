@@ -105,9 +105,6 @@ fn start_as(caller: Caller<'_>, ns: &str, parse: impl Fn(&[u8]) -> PathBuf) {
     );
     let socket = parse(&out.stdout);
     guard.sockets.push(socket.clone());
-    let addr_file = fs::read_to_string(bundle.path().join("address")).unwrap();
-    assert_eq!(addr_file, format!("unix://{}", socket.display()));
-
     let client = task_client(&socket);
     let r = client
         .connect(
@@ -119,6 +116,9 @@ fn start_as(caller: Caller<'_>, ns: &str, parse: impl Fn(&[u8]) -> PathBuf) {
         )
         .expect("Connect");
     assert!(r.shim_pid > 0 && r.task_pid == 0, "{r:?}");
+    // The server wrote the address file before it began to serve.
+    let addr_file = fs::read_to_string(bundle.path().join("address")).unwrap();
+    assert_eq!(addr_file, format!("unix://{}", socket.display()));
     let (c, _) = status_code(client.state(
         ctx(),
         &StateRequest {
