@@ -2,7 +2,10 @@
 //! (reparented to it once `runc create` exits) and every runtime command it
 //! runs becomes its child. One thread (the signal loop) reaps them all on
 //! SIGCHLD; exits of commands the shim is waiting for go to their waiter,
-//! every other exit goes to the task manager's exit channel.
+//! every other exit goes to the task manager's exit channel. A command's
+//! waiter also watches the command's pidfd and reaps it itself when it
+//! gets there first: the kernel wakes it at the exit, one thread hop
+//! sooner than through the signal thread.
 //!
 //! A command's exit must never be taken for a container's, nor be lost
 //! before its waiter registered: [`spawn`] forks with the command table
@@ -15,6 +18,9 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::process::{ChildStdin, Command};
 use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -69,6 +75,16 @@ pub struct Spawned {
     /// Whether the reaper collects the exit status (into the command
     /// table); otherwise (no reaper installed) `waitpid` on the pid does.
     reaped: bool,
+    /// Readable once the command exited: its waiter wakes on the exit
+    /// itself and reaps it, rather than after the signal thread did.
+    pidfd: Option<OwnedFd>,
+}
+
+/// A pidfd of `pid`, opened while the command table is locked (so the pid
+/// cannot have been reaped and reused). None where the kernel has none.
+fn open_pidfd(pid: i32) -> Option<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Record `pid` in the command table, which was locked before the spawn
@@ -105,8 +121,14 @@ pub fn spawn(cmd: &mut Command) -> io::Result<Spawned> {
     let mut child = cmd.spawn()?;
     let pid = child.id() as i32;
     let stdin = child.stdin.take();
+    let pidfd = table.as_ref().and_then(|_| open_pidfd(pid));
     let reaped = register(table, pid);
-    Ok(Spawned { pid, stdin, reaped })
+    Ok(Spawned {
+        pid,
+        stdin,
+        reaped,
+        pidfd,
+    })
 }
 
 /// Start `program` with `args`, this process's environment, and `stdio` as
@@ -196,11 +218,13 @@ pub fn spawn_fds(
                 argv.as_mut_ptr(),
                 environ,
             ))?;
+            let pidfd = table.as_ref().and_then(|_| open_pidfd(pid));
             let reaped = register(table, pid);
             Ok(Spawned {
                 pid,
                 stdin: None,
                 reaped,
+                pidfd,
             })
         })();
         libc::posix_spawn_file_actions_destroy(&mut actions);
@@ -255,6 +279,9 @@ impl Spawned {
             return self.waitpid_deadline(deadline);
         }
         let r = REAPER.get().expect("reaper installed");
+        if let Some(pidfd) = &self.pidfd {
+            return self.wait_pidfd(r, pidfd.as_fd(), deadline);
+        }
         let mut cmds = lock(&r.cmds);
         loop {
             match cmds.get(&self.pid) {
@@ -282,6 +309,61 @@ impl Spawned {
                         self.pid
                     )))
                 }
+            }
+        }
+    }
+}
+
+impl Spawned {
+    /// Wait on the pidfd, then take the status: from the table if the
+    /// signal thread reaped the command first, else by reaping it here
+    /// (with the table locked, so the signal thread skips it).
+    fn wait_pidfd(
+        &self,
+        r: &Reaper,
+        pidfd: BorrowedFd<'_>,
+        deadline: Option<Instant>,
+    ) -> io::Result<Option<i32>> {
+        loop {
+            {
+                let mut cmds = lock(&r.cmds);
+                match cmds.get(&self.pid) {
+                    Some(Some(status)) => {
+                        let status = *status;
+                        cmds.remove(&self.pid);
+                        return Ok(Some(status));
+                    }
+                    Some(None) => {
+                        let mut status: libc::c_int = 0;
+                        let got = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+                        if got == self.pid {
+                            cmds.remove(&self.pid);
+                            return Ok(Some(decode(status)));
+                        }
+                    }
+                    None => {
+                        return Err(io::Error::other(format!(
+                            "pid {} is not a registered command",
+                            self.pid
+                        )))
+                    }
+                }
+            }
+            let timeout = match deadline {
+                None => PollTimeout::NONE,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(None);
+                    }
+                    PollTimeout::try_from(left.as_millis().max(1) as i32)
+                        .unwrap_or(PollTimeout::MAX)
+                }
+            };
+            let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(io::Error::from(e)),
             }
         }
     }
