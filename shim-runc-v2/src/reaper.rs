@@ -19,12 +19,12 @@
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::process::{ChildStdin, Command};
 use std::sync::mpsc::Sender;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 /// A container process (or any unclaimed child) that exited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,14 +274,15 @@ impl Spawned {
         self.wait_deadline(Some(Instant::now() + timeout))
     }
 
+    /// With the reaper: the status from the table if the signal thread
+    /// reaped the command, else, once its pidfd says it exited, by reaping
+    /// it here (with the table locked, so the signal thread skips it).
+    /// Without a pidfd, the table's condvar wakes the waiter.
     fn wait_deadline(&mut self, deadline: Option<Instant>) -> io::Result<Option<i32>> {
         if !self.reaped {
             return self.waitpid_deadline(deadline);
         }
         let r = REAPER.get().expect("reaper installed");
-        if let Some(pidfd) = &self.pidfd {
-            return self.wait_pidfd(r, pidfd.as_fd(), deadline);
-        }
         let mut cmds = lock(&r.cmds);
         loop {
             match cmds.get(&self.pid) {
@@ -290,19 +291,15 @@ impl Spawned {
                     cmds.remove(&self.pid);
                     return Ok(Some(status));
                 }
-                Some(None) => match deadline {
-                    None => cmds = r.cv.wait(cmds).unwrap_or_else(|e| e.into_inner()),
-                    Some(d) => {
-                        let left = d.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            return Ok(None);
-                        }
-                        cmds =
-                            r.cv.wait_timeout(cmds, left)
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0;
+                Some(None) if self.pidfd.is_some() => {
+                    let mut status: libc::c_int = 0;
+                    let got = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+                    if got == self.pid {
+                        cmds.remove(&self.pid);
+                        return Ok(Some(decode(status)));
                     }
-                },
+                }
+                Some(None) => {}
                 None => {
                     return Err(io::Error::other(format!(
                         "pid {} is not a registered command",
@@ -310,62 +307,40 @@ impl Spawned {
                     )))
                 }
             }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.saturating_duration_since(Instant::now()) {
+                    left if left.is_zero() => return Ok(None),
+                    left => Some(left),
+                },
+            };
+            cmds = match (&self.pidfd, left) {
+                (Some(pidfd), left) => {
+                    drop(cmds);
+                    wait_readable(pidfd.as_fd(), left)?;
+                    lock(&r.cmds)
+                }
+                (None, None) => r.cv.wait(cmds).unwrap_or_else(|e| e.into_inner()),
+                (None, Some(left)) => {
+                    r.cv.wait_timeout(cmds, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
         }
     }
 }
 
-impl Spawned {
-    /// Wait on the pidfd, then take the status: from the table if the
-    /// signal thread reaped the command first, else by reaping it here
-    /// (with the table locked, so the signal thread skips it).
-    fn wait_pidfd(
-        &self,
-        r: &Reaper,
-        pidfd: BorrowedFd<'_>,
-        deadline: Option<Instant>,
-    ) -> io::Result<Option<i32>> {
-        loop {
-            {
-                let mut cmds = lock(&r.cmds);
-                match cmds.get(&self.pid) {
-                    Some(Some(status)) => {
-                        let status = *status;
-                        cmds.remove(&self.pid);
-                        return Ok(Some(status));
-                    }
-                    Some(None) => {
-                        let mut status: libc::c_int = 0;
-                        let got = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-                        if got == self.pid {
-                            cmds.remove(&self.pid);
-                            return Ok(Some(decode(status)));
-                        }
-                    }
-                    None => {
-                        return Err(io::Error::other(format!(
-                            "pid {} is not a registered command",
-                            self.pid
-                        )))
-                    }
-                }
-            }
-            let timeout = match deadline {
-                None => PollTimeout::NONE,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(None);
-                    }
-                    PollTimeout::try_from(left.as_millis().max(1) as i32)
-                        .unwrap_or(PollTimeout::MAX)
-                }
-            };
-            let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
-            match poll(&mut fds, timeout) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(io::Error::from(e)),
-            }
-        }
+/// Wait until `fd` is readable, at most `timeout` (None: no limit).
+fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+    let timeout = match timeout {
+        None => PollTimeout::NONE,
+        Some(t) => PollTimeout::try_from(t.as_millis().max(1) as i32).unwrap_or(PollTimeout::MAX),
+    };
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+        Err(e) => Err(io::Error::from(e)),
     }
 }
 
