@@ -186,6 +186,12 @@ fn check_v2(m: &v2::Metrics, want_mem: u64) {
 }
 
 /// v1 host: direct writes by the container show up in blkio under their device.
+///
+/// Since Linux 6.9 the kernel sets up blk-throttle on a queue only once a throttle rule names
+/// it, and v1's `blkio.throttle.io_*` counters are kept only there: a device nobody throttles
+/// shows nothing, as it would under runc. So the test writes to a loop device of its own and
+/// gives the container a rule for it that limits nothing, as a container with a blockIO
+/// throttle has; the host's disks are not touched.
 #[test]
 fn v1_blkio_counts_the_containers_writes() {
     let mut t = TestCg::created("statsio");
@@ -193,48 +199,85 @@ fn v1_blkio_counts_the_containers_writes() {
         eprintln!("cgroup v2 guest: its root is not a block device; io.stat is covered above");
         return;
     }
-    let file = format!("/var/tmp/cgroups-statsio-{}", std::process::id());
-    // The kernel charges a cgroup's first bios to its parent when it cannot
-    // allocate the cgroup's per-device group without sleeping (seen once
-    // under a build's memory pressure): a second write then lands.
-    let mut blkio = Default::default();
-    let mut written = 0;
-    for _ in 0..3 {
-        let mut dd = Command::new("dd");
-        dd.args([
-            "if=/dev/zero",
-            &format!("of={file}"),
-            "bs=1M",
-            "count=4",
-            "oflag=direct",
-        ])
-        .stderr(Stdio::null());
-        let out = t.run_in(&mut dd);
-        let _ = std::fs::remove_file(&file);
-        assert!(out.status.success());
-        let Stats::V1(m) = t.mgr.stats().unwrap() else {
-            panic!("v1 host")
-        };
-        blkio = m.blkio.unwrap();
-        written = blkio
-            .io_service_bytes_recursive
-            .iter()
-            .filter(|e| e.op == "Write")
-            .map(|e| e.value)
-            .sum();
-        if written > 0 {
-            break;
-        }
-    }
+    let dev = LoopDevice::new(8 * MB);
+    let (major, minor) = dev.number();
+    t.mgr
+        .apply(&resources(&format!(
+            r#"{{"blockIO": {{"throttleWriteBpsDevice":
+                [{{"major": {major}, "minor": {minor}, "rate": {}}}]}}}}"#,
+            u64::MAX / 2
+        )))
+        .expect("apply a throttle rule that limits nothing");
+    let mut dd = Command::new("dd");
+    dd.args([
+        "if=/dev/zero",
+        &format!("of={}", dev.path),
+        "bs=1M",
+        "count=4",
+        "oflag=direct",
+    ])
+    .stderr(Stdio::null());
+    let out = t.run_in(&mut dd);
+    assert!(out.status.success());
+    let Stats::V1(m) = t.mgr.stats().unwrap() else {
+        panic!("v1 host")
+    };
+    let blkio = m.blkio.unwrap();
+    let device = format!("/dev/loop{minor}");
+    let written: u64 = blkio
+        .io_service_bytes_recursive
+        .iter()
+        .filter(|e| e.op == "Write" && (e.major, e.minor) == (major as u64, minor as u64))
+        .map(|e| e.value)
+        .sum();
     assert!(written >= 4 * MB, "{blkio:#?}");
     let e = blkio
         .io_service_bytes_recursive
         .iter()
         .find(|e| e.op == "Write" && e.value > 0)
         .unwrap();
-    assert!(e.device.starts_with("/dev/"), "{e:?}");
+    assert_eq!(e.device, device, "{e:?}");
     assert!(blkio
         .io_serviced_recursive
         .iter()
         .any(|e| e.op == "Write" && e.value >= 4));
+}
+
+/// A loop device over a sparse file, detached and removed on drop.
+struct LoopDevice {
+    path: String,
+    file: std::path::PathBuf,
+}
+
+impl LoopDevice {
+    fn new(size: u64) -> LoopDevice {
+        let file = std::env::temp_dir().join(format!("cgroups-statsio-{}.img", std::process::id()));
+        std::fs::File::create(&file)
+            .and_then(|f| f.set_len(size))
+            .expect("backing file");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&file)
+            .output()
+            .expect("losetup");
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&file);
+            panic!("losetup: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let path = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        LoopDevice { path, file }
+    }
+
+    fn number(&self) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(&self.path).expect("loop device").rdev();
+        (libc::major(rdev), libc::minor(rdev))
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.path]).status();
+        let _ = std::fs::remove_file(&self.file);
+    }
 }

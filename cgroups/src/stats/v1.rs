@@ -318,7 +318,9 @@ fn memory(d: &Path) -> Result<Option<MemoryStat>> {
 
 /// The first family of blkio statistics files that has entries: CFQ (`blkio.*_recursive`),
 /// then BFQ (`blkio.bfq.*_recursive`), then the throttle layer (which counts every bio, so a
-/// cgroup on a device with neither scheduler still shows its I/O), as runc does.
+/// cgroup on a device with neither scheduler still shows its I/O), as runc does. Since Linux
+/// 6.9 the throttle layer exists on a device only once some cgroup has a throttle rule for it:
+/// before that its counters stay empty, for runc as here.
 fn blkio(d: &Path) -> Result<BlkIoStat> {
     let devices = partitions();
     let read = |file: &str| -> Result<Vec<BlkIoEntry>> {
