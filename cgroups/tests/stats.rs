@@ -223,11 +223,10 @@ fn v1_blkio_counts_the_containers_writes() {
         panic!("v1 host")
     };
     let blkio = m.blkio.unwrap();
-    let device = format!("/dev/loop{minor}");
     let written: u64 = blkio
         .io_service_bytes_recursive
         .iter()
-        .filter(|e| e.op == "Write" && (e.major, e.minor) == (major as u64, minor as u64))
+        .filter(|e| e.op == "Write" && (e.major, e.minor) == (major, minor))
         .map(|e| e.value)
         .sum();
     assert!(written >= 4 * MB, "{blkio:#?}");
@@ -236,7 +235,7 @@ fn v1_blkio_counts_the_containers_writes() {
         .iter()
         .find(|e| e.op == "Write" && e.value > 0)
         .unwrap();
-    assert_eq!(e.device, device, "{e:?}");
+    assert_eq!(e.device, dev.path, "{e:?}");
     assert!(blkio
         .io_serviced_recursive
         .iter()
@@ -268,10 +267,10 @@ impl LoopDevice {
         LoopDevice { path, file }
     }
 
-    fn number(&self) -> (u32, u32) {
+    fn number(&self) -> (u64, u64) {
         use std::os::unix::fs::MetadataExt;
         let rdev = std::fs::metadata(&self.path).expect("loop device").rdev();
-        (libc::major(rdev), libc::minor(rdev))
+        (libc::major(rdev).into(), libc::minor(rdev).into())
     }
 }
 
