@@ -27,7 +27,7 @@ impl TaskService for Service {
     }
 
     fn create(&self, _: &TtrpcContext, r: CreateTaskRequest) -> R<CreateTaskResponse> {
-        log::info!("create {} (bundle {})", r.id, r.bundle);
+        log::debug!("create {} (bundle {})", r.id, r.bundle);
         let pid = self
             .task
             .create(&r)

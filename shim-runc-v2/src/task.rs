@@ -224,10 +224,7 @@ impl Task {
             self.register(&c, &c.init, pid);
             // Finding the cgroup reads /proc: after the reply, before Start.
             let (c, oom) = (Arc::clone(&c), Arc::clone(&self.oom));
-            self.background.run(move || {
-                watch_oom(&oom, &c);
-                c.oom_watched.open();
-            });
+            self.background.run(move || watch_oom(&oom, &c));
         }
         Ok(pid as u32)
     }
@@ -244,7 +241,6 @@ impl Task {
         c.restored();
         self.register(c, &c.init, pid);
         watch_oom(&self.oom, c);
-        c.oom_watched.open();
         Ok(pid)
     }
 
@@ -538,17 +534,24 @@ impl Task {
 }
 
 /// Publish TaskOOM for the container's cgroup from now on (found now, and
-/// kept for Stats).
+/// kept for Stats), and let Start go.
 fn watch_oom(oom: &OomMonitor, c: &Container) {
     match c.cgroup().and_then(|cg| {
         cg.oom_events()
             .map_err(|e| Error::Other(format!("oom events: {e}")))
     }) {
         Ok(w) => {
+            // The kernel counts OOMs into the watcher from here on, read or
+            // not: Start need not wait for the monitor thread to take it
+            // (or, for the first container, to be started).
+            c.oom_watched.open();
             if let Err(e) = oom.add(&c.id, w) {
                 log::warn!("{}: {e}", c.id);
             }
         }
-        Err(e) => log::warn!("{}: no cgroup for stats and OOM events: {e}", c.id),
+        Err(e) => {
+            c.oom_watched.open();
+            log::warn!("{}: no cgroup for stats and OOM events: {e}", c.id);
+        }
     }
 }
