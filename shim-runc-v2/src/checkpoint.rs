@@ -136,7 +136,8 @@ impl Container {
             no_pivot: r.no_pivot,
             ..CreateOpts::default()
         };
-        self.run_process(&self.init, o, |runc, o, io| {
+        self.run_process(&self.init, o, |runc, o, io, start_copies| {
+            start_copies()?;
             runc.restore(&self.id, &self.bundle, &r.args, o, io)
         })
     }

@@ -166,9 +166,11 @@ impl Container {
         // The options, for a `delete` after the shim is gone, are written
         // while the runtime creates (a file's creation costs a few hundred
         // microseconds on a busy ext4); the runtime does not read them.
-        let save = || save_options(&opts, &bundle);
-        if let Err(e) = c.run_process(&c.init, copts, |r, o, io| {
-            r.create(&req.id, &bundle, o, io, save)
+        if let Err(e) = c.run_process(&c.init, copts, |r, o, io, start_copies| {
+            r.create(&req.id, &bundle, o, io, || {
+                start_copies()?;
+                save_options(&opts, &bundle)
+            })
         }) {
             c.cleanup_rootfs();
             return Err(e);
@@ -207,13 +209,20 @@ impl Container {
         Ok(cg.clone().expect("set above"))
     }
 
-    /// Prepare stdio and start the copies, run the runtime call `f` (create
-    /// or exec), read the pid file. Sets the process's pid.
+    /// Prepare stdio, run the runtime call `f` (create or exec) and start
+    /// the copies, read the pid file. Sets the process's pid. `f` gets a
+    /// `start_copies` to call while the runtime runs (its `meanwhile`), or
+    /// before it if it has no such moment.
     pub(crate) fn run_process(
         &self,
         p: &Process,
         mut o: CreateOpts,
-        f: impl FnOnce(&Runc, &CreateOpts, runc::ProcStdio) -> Result<()>,
+        f: impl FnOnce(
+            &Runc,
+            &CreateOpts,
+            runc::ProcStdio,
+            &mut dyn FnMut() -> Result<()>,
+        ) -> Result<()>,
     ) -> Result<i32> {
         let owner = Owner {
             id: &p.id,
@@ -222,22 +231,34 @@ impl Container {
         let (prepared, child_io, socket) =
             stdio::prepare(&p.stdio, self.io_uid, self.io_gid, owner)?;
         let name = if p.is_init() { "init" } else { "exec" };
-        // Pipes are copied from before the runtime runs: setting the copies
+        // Pipes are copied from while the runtime runs: setting the copies
         // up (threads, opening the destinations) overlaps with the runtime
-        // instead of delaying the reply. A console's master only exists once
-        // the runtime created the process. (On failure the copies drop, and
-        // with them their cancel pipe.)
-        let early = match socket {
-            None => Ok(prepared.start(&p.stdio, name)?),
-            Some(_) => Err(prepared),
+        // instead of delaying it or the reply. A console's master only
+        // exists once the runtime created the process. (On failure the
+        // copies drop, and with them their cancel pipe.)
+        let console = socket.is_some();
+        let mut prepared = Some(prepared);
+        let mut started = None;
+        let mut start_copies = || -> Result<()> {
+            // (With a console, `prepared` holds its socket: left alone.)
+            if !console {
+                if let Some(pr) = prepared.take() {
+                    started = Some(pr.start(&p.stdio, name)?);
+                }
+            }
+            Ok(())
         };
         o.console_socket = socket;
         let _ = std::fs::remove_file(&o.pid_file);
-        f(&self.runc, &o, child_io)?;
+        f(&self.runc, &o, child_io, &mut start_copies)?;
         let pid = runc::read_pid_file(&o.pid_file)?;
-        let mut io = match early {
-            Ok(io) => io,
-            Err(prepared) => prepared.start(&p.stdio, name)?,
+        let mut io = match (started, prepared) {
+            (Some(io), _) => io,
+            (None, Some(pr)) => pr.start(&p.stdio, name)?,
+            // Only if `f` dropped `start_copies`' error.
+            (None, None) => {
+                return Err(Error::Other(format!("{}: stdio copies not started", p.id)))
+            }
         };
         let mut s = p.lock();
         if s.stdin_closed {
@@ -321,7 +342,10 @@ impl Container {
             pid_file: self.bundle.join(format!("{}.pid", p.exec_id)),
             ..CreateOpts::default()
         };
-        let r = self.run_process(p, o, |r, o, io| r.exec(&self.id, &spec_path, o, io));
+        let r = self.run_process(p, o, |r, o, io, start_copies| {
+            start_copies()?;
+            r.exec(&self.id, &spec_path, o, io)
+        });
         let _ = std::fs::remove_file(&spec_path);
         r
     }
