@@ -252,13 +252,13 @@ impl Container {
         let _ = std::fs::remove_file(&o.pid_file);
         f(&self.runc, &o, child_io, &mut start_copies)?;
         let pid = runc::read_pid_file(&o.pid_file)?;
-        let mut io = match (started, prepared) {
-            (Some(io), _) => io,
-            (None, Some(pr)) => pr.start(&p.stdio, name)?,
-            // Only if `f` dropped `start_copies`' error.
-            (None, None) => {
-                return Err(Error::Other(format!("{}: stdio copies not started", p.id)))
-            }
+        let mut io = match started {
+            Some(io) => io,
+            // A console's copies; `prepared` is gone only if `f` dropped
+            // `start_copies`' error.
+            None => prepared
+                .ok_or_else(|| Error::Other(format!("{}: stdio copies not started", p.id)))?
+                .start(&p.stdio, name)?,
         };
         let mut s = p.lock();
         if s.stdin_closed {

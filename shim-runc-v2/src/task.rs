@@ -536,22 +536,20 @@ impl Task {
 /// Publish TaskOOM for the container's cgroup from now on (found now, and
 /// kept for Stats), and let Start go.
 fn watch_oom(oom: &OomMonitor, c: &Container) {
-    match c.cgroup().and_then(|cg| {
+    let watcher = c.cgroup().and_then(|cg| {
         cg.oom_events()
             .map_err(|e| Error::Other(format!("oom events: {e}")))
-    }) {
+    });
+    // The kernel counts OOMs into the watcher from its creation on, read or
+    // not: Start need not wait for the monitor thread to take it (or, for
+    // the first container, to be started).
+    c.oom_watched.open();
+    match watcher {
         Ok(w) => {
-            // The kernel counts OOMs into the watcher from here on, read or
-            // not: Start need not wait for the monitor thread to take it
-            // (or, for the first container, to be started).
-            c.oom_watched.open();
             if let Err(e) = oom.add(&c.id, w) {
                 log::warn!("{}: {e}", c.id);
             }
         }
-        Err(e) => {
-            c.oom_watched.open();
-            log::warn!("{}: no cgroup for stats and OOM events: {e}", c.id);
-        }
+        Err(e) => log::warn!("{}: no cgroup for stats and OOM events: {e}", c.id),
     }
 }
