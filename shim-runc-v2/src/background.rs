@@ -5,11 +5,12 @@
 //! new container's cgroup to watch for OOM (a [`Latch`] that Start waits
 //! for keeps that ordered before the container runs).
 //!
-//! The thread starts with the server, not with the first job: a thread's
-//! creation would otherwise land on the very RPC this is meant to speed up.
+//! The server starts the thread right after its listener, not with the
+//! first job: a thread's creation would otherwise land on the very RPC this
+//! is meant to speed up. Jobs queued before it starts wait for it.
 
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Condvar, Mutex};
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,31 +18,66 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 
 pub struct Background {
     tx: Mutex<Option<Sender<Job>>>,
+    /// The queue's receiving end until the thread takes it.
+    rx: Arc<Mutex<Option<Receiver<Job>>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl Default for Background {
+    fn default() -> Background {
+        Background::new()
+    }
+}
+
 impl Background {
-    /// Start the thread. Without one (spawn failed) jobs run inline.
-    pub fn start() -> Background {
+    /// A queue whose jobs wait until [`Background::start_thread`].
+    pub fn new() -> Background {
         let (tx, rx) = channel::<Job>();
-        let thread = std::thread::Builder::new()
+        Background {
+            tx: Mutex::new(Some(tx)),
+            rx: Arc::new(Mutex::new(Some(rx))),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// A queue with its thread running.
+    pub fn start() -> Background {
+        let bg = Background::new();
+        bg.start_thread();
+        bg
+    }
+
+    /// Start the thread (once). Without one (spawn failed) what is queued
+    /// and what comes later runs inline.
+    pub fn start_thread(&self) {
+        if self
+            .thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        let slot = Arc::clone(&self.rx);
+        let spawned = std::thread::Builder::new()
             .name("background".into())
             .stack_size(128 * 1024)
             .spawn(move || {
-                for job in rx {
+                let rx = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                for job in rx.into_iter().flatten() {
                     job();
                 }
             });
-        let (tx, thread) = match thread {
-            Ok(t) => (Some(tx), Some(t)),
+        match spawned {
+            Ok(t) => *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t),
             Err(e) => {
                 log::warn!("background thread: {e}; its work runs inline");
-                (None, None)
+                self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+                let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+                for job in rx.iter().flat_map(|rx| rx.try_iter()) {
+                    job();
+                }
             }
-        };
-        Background {
-            tx: Mutex::new(tx),
-            thread: Mutex::new(thread),
         }
     }
 
@@ -63,6 +99,11 @@ impl Background {
     pub fn finish(&self, timeout: Duration) {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            // Never started: what is queued runs here.
+            let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+            for job in rx.iter().flat_map(|rx| rx.try_iter()) {
+                job();
+            }
             return;
         };
         let deadline = Instant::now() + timeout;

@@ -127,27 +127,48 @@ struct Pending {
 /// How long forwarding waits for a reply to go out first, at most.
 const HOLD_MAX: Duration = Duration::from_millis(50);
 
+/// What the forwarding thread takes when it starts.
+type Forwarding = (Receiver<Event>, Sink, String);
+
 /// The queue and its forwarding thread.
 pub struct Publisher {
     tx: Mutex<Option<SyncSender<Event>>>,
     pending: Arc<(Mutex<Pending>, Condvar)>,
+    /// Until [`Publisher::start`]: events queue up and wait.
+    unstarted: Mutex<Option<Forwarding>>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Publisher {
+    /// A queue; nothing is forwarded until [`Publisher::start`].
     pub fn new(sink: Sink, namespace: String) -> Publisher {
         let (tx, rx) = sync_channel::<Event>(QUEUE);
-        let pending = Arc::new((Mutex::new(Pending::default()), Condvar::new()));
-        let p2 = Arc::clone(&pending);
-        let thread = std::thread::Builder::new()
+        Publisher {
+            tx: Mutex::new(Some(tx)),
+            pending: Arc::new((Mutex::new(Pending::default()), Condvar::new())),
+            unstarted: Mutex::new(Some((rx, sink, namespace))),
+            thread: Mutex::new(None),
+        }
+    }
+
+    /// Start the forwarding thread (once).
+    pub fn start(&self) {
+        let Some((rx, sink, namespace)) = self
+            .unstarted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        let p2 = Arc::clone(&self.pending);
+        match std::thread::Builder::new()
             .name("events".into())
             .stack_size(256 * 1024)
             .spawn(move || forward_loop(rx, sink, namespace, p2))
-            .ok();
-        Publisher {
-            tx: Mutex::new(Some(tx)),
-            pending,
-            thread: Mutex::new(thread),
+        {
+            Ok(t) => *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t),
+            Err(e) => log::error!("events thread: {e}; events are not forwarded"),
         }
     }
 
@@ -189,6 +210,7 @@ impl Publisher {
     /// Stop accepting events and wait (at most `timeout`) until the queued
     /// ones are forwarded.
     pub fn close(&self, timeout: Duration) {
+        self.start();
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         let (lock, cv) = &*self.pending;
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -207,8 +229,8 @@ fn forward_loop(
     ns: String,
     pending: Arc<(Mutex<Pending>, Condvar)>,
 ) {
-    // Connected now, while the shim waits for its first RPC, rather than
-    // with the first event.
+    // Connected now (the server starts this thread while its first
+    // Create is under way) rather than with the first event.
     let mut client: Option<rpc::Client> = match &sink {
         Sink::Ttrpc(addr) => rpc::Client::connect(addr).ok(),
         _ => None,

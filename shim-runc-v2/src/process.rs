@@ -43,7 +43,7 @@ impl Status {
         }
     }
 
-    fn alive(self) -> bool {
+    pub fn alive(self) -> bool {
         matches!(self, Status::Created | Status::Running | Status::Paused)
     }
 }
@@ -63,6 +63,8 @@ pub struct State {
     pub stdin_closed: bool,
     /// Exec processes: the OCI process spec (JSON) until started.
     pub spec: Option<serde_json::Value>,
+    /// A Wait claimed the exit (see [`crate::reaper::claim_child`]).
+    pub exit_claimed: bool,
 }
 
 /// A point-in-time copy of the fields the State RPC reports.
@@ -101,6 +103,7 @@ impl Process {
                 io: None,
                 stdin_closed: false,
                 spec: None,
+                exit_claimed: false,
             }),
             cv: Condvar::new(),
         }

@@ -7,6 +7,9 @@
 //! gets there first: the kernel wakes it at the exit, one thread hop
 //! sooner than through the signal thread.
 //!
+//! A container process's exit can be claimed the same way by the thread
+//! that answers its Wait ([`claim_child`]): it handles the exit itself.
+//!
 //! A command's exit must never be taken for a container's, nor be lost
 //! before its waiter registered: [`spawn`] forks with the command table
 //! locked and records the pid before unlocking (so does [`spawn_fds`]), and the reaper first peeks
@@ -327,6 +330,80 @@ impl Spawned {
                         .0
                 }
             };
+        }
+    }
+}
+
+/// The exit of a child (a container process), claimed by the thread that
+/// will handle it: that thread wakes at the exit itself (the pidfd) and
+/// reaps it, or finds the status the signal thread reaped for it, instead
+/// of the exit going signal thread → exit channel → whoever waits, each a
+/// wake-up that waits for a CPU.
+pub struct ChildExit {
+    pid: i32,
+    pidfd: OwnedFd,
+}
+
+/// Claim the exit of the child `pid`; None when it is no (longer a) child,
+/// or there is no reaper: its exit then comes through the exit channel.
+pub fn claim_child(pid: i32) -> Option<ChildExit> {
+    let r = REAPER.get()?;
+    // Locked: the signal thread cannot reap `pid` (nor its number be
+    // reused) between the check and the claim.
+    let mut cmds = lock(&r.cmds);
+    if cmds.contains_key(&pid) {
+        return None;
+    }
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    if rc != 0 {
+        return None; // ECHILD: reaped already, or never ours
+    }
+    let pidfd = open_pidfd(pid)?;
+    cmds.insert(pid, None);
+    Some(ChildExit { pid, pidfd })
+}
+
+impl ChildExit {
+    /// Block until the child exited; its exit, reaped (None: someone else
+    /// reaped it, which the claim rules out).
+    pub fn wait(self) -> Option<Exit> {
+        let r = REAPER.get().expect("claimed with a reaper");
+        loop {
+            {
+                let mut cmds = lock(&r.cmds);
+                if let Some(Some(status)) = cmds.get(&self.pid) {
+                    let status = *status;
+                    cmds.remove(&self.pid);
+                    return Some(Exit {
+                        pid: self.pid,
+                        status,
+                    });
+                }
+                let mut status: libc::c_int = 0;
+                let got = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+                if got == self.pid {
+                    cmds.remove(&self.pid);
+                    log::debug!("reaped pid {} at its exit", self.pid);
+                    return Some(Exit {
+                        pid: self.pid,
+                        status: decode(status),
+                    });
+                }
+                if got < 0 {
+                    cmds.remove(&self.pid);
+                    log::warn!("pid {}: {}", self.pid, io::Error::last_os_error());
+                    return None;
+                }
+            }
+            let _ = wait_readable(self.pidfd.as_fd(), None);
         }
     }
 }

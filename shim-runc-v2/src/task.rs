@@ -24,7 +24,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics;
 use crate::oom::OomMonitor;
 use crate::process::{Op, Process, Status};
-use crate::reaper::Exit;
+use crate::reaper::{self, Exit};
 use crate::stdio::StdioConfig;
 
 type Entry = (Arc<Container>, Arc<Process>);
@@ -73,9 +73,16 @@ impl Task {
             lifecycle: Mutex::new(Lifecycle::default()),
             events,
             oom,
-            background: Background::start(),
+            background: Background::new(),
             on_shutdown,
         }
+    }
+
+    /// Start the threads that forward events and run background work;
+    /// until then both queue.
+    pub fn start_workers(&self) {
+        self.events.start();
+        self.background.start_thread();
     }
 
     /// Let queued background work (rootfs releases) finish, up to `timeout`.
@@ -111,10 +118,15 @@ impl Task {
     /// Handle exits from the reaper until the channel closes.
     pub fn run_exits(&self, rx: Receiver<Exit>) {
         for e in rx {
-            let entry = self.life().reaped(e);
-            if let Some((c, p)) = entry {
-                self.process_exited(&c, &p, e);
-            }
+            self.reaped(e);
+        }
+    }
+
+    /// A child was reaped: handle the exit of the process it is.
+    fn reaped(&self, e: Exit) {
+        let entry = self.life().reaped(e);
+        if let Some((c, p)) = entry {
+            self.process_exited(&c, &p, e);
         }
     }
 
@@ -457,6 +469,23 @@ impl Task {
     /// Block until the process exits.
     pub fn wait(&self, id: &str, exec_id: &str) -> Result<(u32, Option<SystemTime>)> {
         let (_, p) = self.process(id, exec_id)?;
+        // The first Wait takes the exit: the kernel wakes this thread at
+        // the exit, which it handles and answers itself.
+        let claim = {
+            let mut s = p.lock();
+            let claim = (s.status.alive() && s.pid > 0 && !s.exit_claimed)
+                .then(|| reaper::claim_child(s.pid))
+                .flatten();
+            s.exit_claimed |= claim.is_some();
+            claim
+        };
+        if let Some(claim) = claim {
+            let exit = claim.wait();
+            p.lock().exit_claimed = false;
+            if let Some(e) = exit {
+                self.reaped(e);
+            }
+        }
         Ok(p.wait())
     }
 
