@@ -1,9 +1,9 @@
 //! Work an RPC leaves for after its reply: one long-lived thread that runs
 //! jobs in order, so that what containerd does not wait for stays off the
 //! RPC's path — releasing an unmounted rootfs (the kernel syncs an
-//! overlay's upper filesystem when its last reference goes) and finding a
-//! new container's cgroup to watch for OOM (a [`Latch`] that Start waits
-//! for keeps that ordered before the container runs).
+//! overlay's upper filesystem when its last reference goes) and dropping a
+//! deleted container's OOM watch. ([`Latch`] is what Start waits on until
+//! a new container's OOM watch, set up after Create's reply, is in place.)
 //!
 //! The server starts the thread right after its listener, not with the
 //! first job: a thread's creation would otherwise land on the very RPC this

@@ -234,9 +234,11 @@ impl Task {
         });
         if c.pending_restore().is_none() {
             self.register(&c, &c.init, pid);
-            // Finding the cgroup reads /proc: after the reply, before Start.
+            // Finding the cgroup reads /proc: after the reply, before Start,
+            // on this thread (running already: handed to another, the work
+            // waited for that thread to get a CPU, and Start with it).
             let (c, oom) = (Arc::clone(&c), Arc::clone(&self.oom));
-            self.background.run(move || watch_oom(&oom, &c));
+            crate::rpc::after_reply(move || watch_oom(&oom, &c));
         }
         Ok(pid as u32)
     }
