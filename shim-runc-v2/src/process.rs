@@ -11,6 +11,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
+use crate::reaper;
 use crate::stdio::{ProcessIo, StdioConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +203,23 @@ impl Process {
         s.exited_at = Some(SystemTime::now());
         self.cv.notify_all();
         true
+    }
+
+    /// Claim the process's exit for the caller (a Wait), to handle it
+    /// itself (see [`reaper::claim_child`]): once the process runs (a Wait
+    /// may come before its Start), unless it stopped or another Wait has
+    /// the claim.
+    pub fn claim_exit(&self) -> Option<reaper::ChildExit> {
+        let mut s = self.lock();
+        while s.status.alive() && s.pid <= 0 {
+            s = self.cv.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        if !s.status.alive() || s.exit_claimed {
+            return None;
+        }
+        let claim = reaper::claim_child(s.pid);
+        s.exit_claimed = claim.is_some();
+        claim
     }
 
     /// Block until the process stopped; its exit status and time.

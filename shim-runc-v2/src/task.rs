@@ -24,7 +24,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics;
 use crate::oom::OomMonitor;
 use crate::process::{Op, Process, Status};
-use crate::reaper::{self, Exit};
+use crate::reaper::Exit;
 use crate::stdio::StdioConfig;
 
 type Entry = (Arc<Container>, Arc<Process>);
@@ -473,15 +473,7 @@ impl Task {
         let (_, p) = self.process(id, exec_id)?;
         // The first Wait takes the exit: the kernel wakes this thread at
         // the exit, which it handles and answers itself.
-        let claim = {
-            let mut s = p.lock();
-            let claim = (s.status.alive() && s.pid > 0 && !s.exit_claimed)
-                .then(|| reaper::claim_child(s.pid))
-                .flatten();
-            s.exit_claimed |= claim.is_some();
-            claim
-        };
-        if let Some(claim) = claim {
+        if let Some(claim) = p.claim_exit() {
             let exit = claim.wait();
             p.lock().exit_claimed = false;
             if let Some(e) = exit {
