@@ -40,13 +40,6 @@ impl Background {
         }
     }
 
-    /// A queue with its thread running.
-    pub fn start() -> Background {
-        let bg = Background::new();
-        bg.start_thread();
-        bg
-    }
-
     /// Start the thread (once). Without one (spawn failed) what is queued
     /// and what comes later runs inline.
     pub fn start_thread(&self) {
@@ -73,11 +66,16 @@ impl Background {
             Err(e) => {
                 log::warn!("background thread: {e}; its work runs inline");
                 self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-                let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
-                for job in rx.iter().flat_map(|rx| rx.try_iter()) {
-                    job();
-                }
+                self.run_queued_here();
             }
+        }
+    }
+
+    /// Run what the queue holds on this thread (there is no other).
+    fn run_queued_here(&self) {
+        let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for job in rx.iter().flat_map(|rx| rx.try_iter()) {
+            job();
         }
     }
 
@@ -100,10 +98,7 @@ impl Background {
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         let Some(t) = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take() else {
             // Never started: what is queued runs here.
-            let rx = self.rx.lock().unwrap_or_else(|e| e.into_inner()).take();
-            for job in rx.iter().flat_map(|rx| rx.try_iter()) {
-                job();
-            }
+            self.run_queued_here();
             return;
         };
         let deadline = Instant::now() + timeout;
@@ -149,7 +144,8 @@ mod tests {
 
     #[test]
     fn jobs_run_in_order_off_the_caller() {
-        let bg = Background::start();
+        let bg = Background::new();
+        bg.start_thread();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let me = std::thread::current().id();
         for i in 0..3 {

@@ -277,60 +277,76 @@ impl Spawned {
         self.wait_deadline(Some(Instant::now() + timeout))
     }
 
-    /// With the reaper: the status from the table if the signal thread
-    /// reaped the command, else, once its pidfd says it exited, by reaping
-    /// it here (with the table locked, so the signal thread skips it).
-    /// Without a pidfd, the table's condvar wakes the waiter.
+    /// Without the reaper `waitpid`, with it [`wait_registered`].
     fn wait_deadline(&mut self, deadline: Option<Instant>) -> io::Result<Option<i32>> {
         if !self.reaped {
             return self.waitpid_deadline(deadline);
         }
-        let r = REAPER.get().expect("reaper installed");
-        let mut cmds = lock(&r.cmds);
-        loop {
-            match cmds.get(&self.pid) {
-                Some(Some(status)) => {
-                    let status = *status;
-                    cmds.remove(&self.pid);
-                    return Ok(Some(status));
+        wait_registered(self.pid, self.pidfd.as_ref().map(|f| f.as_fd()), deadline)
+    }
+}
+
+/// Wait for the exit of `pid`, registered in the command table: the status
+/// from the table if the signal thread reaped it, else, once `pidfd` says
+/// it exited, by reaping it here (with the table locked, so the signal
+/// thread skips it). Without a pidfd, the table's condvar wakes the waiter.
+/// `None` when `deadline` passed first.
+fn wait_registered(
+    pid: i32,
+    pidfd: Option<BorrowedFd<'_>>,
+    deadline: Option<Instant>,
+) -> io::Result<Option<i32>> {
+    let r = REAPER.get().expect("reaper installed");
+    let mut cmds = lock(&r.cmds);
+    loop {
+        match cmds.get(&pid) {
+            Some(Some(status)) => {
+                let status = *status;
+                cmds.remove(&pid);
+                return Ok(Some(status));
+            }
+            Some(None) if pidfd.is_some() => {
+                let mut status: libc::c_int = 0;
+                let got = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+                if got == pid {
+                    cmds.remove(&pid);
+                    return Ok(Some(decode(status)));
                 }
-                Some(None) if self.pidfd.is_some() => {
-                    let mut status: libc::c_int = 0;
-                    let got = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-                    if got == self.pid {
-                        cmds.remove(&self.pid);
-                        return Ok(Some(decode(status)));
+                if got < 0 {
+                    let e = io::Error::last_os_error();
+                    if e.raw_os_error() == Some(libc::ECHILD) {
+                        cmds.remove(&pid);
+                        return Err(e);
                     }
                 }
-                Some(None) => {}
-                None => {
-                    return Err(io::Error::other(format!(
-                        "pid {} is not a registered command",
-                        self.pid
-                    )))
-                }
             }
-            let left = match deadline {
-                None => None,
-                Some(d) => match d.saturating_duration_since(Instant::now()) {
-                    left if left.is_zero() => return Ok(None),
-                    left => Some(left),
-                },
-            };
-            cmds = match (&self.pidfd, left) {
-                (Some(pidfd), left) => {
-                    drop(cmds);
-                    wait_readable(pidfd.as_fd(), left)?;
-                    lock(&r.cmds)
-                }
-                (None, None) => r.cv.wait(cmds).unwrap_or_else(|e| e.into_inner()),
-                (None, Some(left)) => {
-                    r.cv.wait_timeout(cmds, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0
-                }
-            };
+            Some(None) => {}
+            None => {
+                return Err(io::Error::other(format!(
+                    "pid {pid} is not a registered command"
+                )))
+            }
         }
+        let left = match deadline {
+            None => None,
+            Some(d) => match d.saturating_duration_since(Instant::now()) {
+                left if left.is_zero() => return Ok(None),
+                left => Some(left),
+            },
+        };
+        cmds = match (pidfd, left) {
+            (Some(pidfd), left) => {
+                drop(cmds);
+                wait_readable(pidfd, left)?;
+                lock(&r.cmds)
+            }
+            (None, None) => r.cv.wait(cmds).unwrap_or_else(|e| e.into_inner()),
+            (None, Some(left)) => {
+                r.cv.wait_timeout(cmds, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
     }
 }
 
@@ -375,35 +391,15 @@ impl ChildExit {
     /// Block until the child exited; its exit, reaped (None: someone else
     /// reaped it, which the claim rules out).
     pub fn wait(self) -> Option<Exit> {
-        let r = REAPER.get().expect("claimed with a reaper");
-        loop {
-            {
-                let mut cmds = lock(&r.cmds);
-                if let Some(Some(status)) = cmds.get(&self.pid) {
-                    let status = *status;
-                    cmds.remove(&self.pid);
-                    return Some(Exit {
-                        pid: self.pid,
-                        status,
-                    });
-                }
-                let mut status: libc::c_int = 0;
-                let got = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-                if got == self.pid {
-                    cmds.remove(&self.pid);
-                    log::debug!("reaped pid {} at its exit", self.pid);
-                    return Some(Exit {
-                        pid: self.pid,
-                        status: decode(status),
-                    });
-                }
-                if got < 0 {
-                    cmds.remove(&self.pid);
-                    log::warn!("pid {}: {}", self.pid, io::Error::last_os_error());
-                    return None;
-                }
+        match wait_registered(self.pid, Some(self.pidfd.as_fd()), None) {
+            Ok(status) => status.map(|status| Exit {
+                pid: self.pid,
+                status,
+            }),
+            Err(e) => {
+                log::warn!("pid {}: {e}", self.pid);
+                None
             }
-            let _ = wait_readable(self.pidfd.as_fd(), None);
         }
     }
 }
