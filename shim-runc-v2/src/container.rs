@@ -12,6 +12,7 @@ use containerd_shim_protos::api::CreateTaskRequest;
 
 use crate::background::Latch;
 use crate::checkpoint::PendingRestore;
+use crate::early_delete::EarlyDelete;
 use crate::error::{io_ctx, Error, Result};
 use crate::metrics;
 use crate::mount::{self, Mount};
@@ -22,14 +23,26 @@ use crate::stdio::{self, Owner, StdioConfig};
 
 /// How long a delete waits for a process's output to drain.
 const IO_DRAIN: Duration = Duration::from_secs(2);
+/// How long Delete waits for an early delete in flight (a runtime command,
+/// which has its own timeout).
+pub const EARLY_DELETE_WAIT: Duration = Duration::from_secs(60);
 
-/// Whether the bundle's spec gives the container no pid namespace of its
-/// own (then its processes must be killed when init exits).
-fn shares_host_pid_ns(bundle: &Path) -> bool {
+/// What the shim needs to know of the bundle's spec.
+#[derive(Debug, Default, PartialEq)]
+struct SpecFacts {
+    /// No pid namespace of its own: its processes must be killed when
+    /// init exits.
+    shares_host_pid_ns: bool,
+    /// Hooks that run at the runtime's delete.
+    poststop_hooks: bool,
+}
+
+fn spec_facts(bundle: &Path) -> SpecFacts {
     // Only what is needed here is kept (and allocated) from the spec.
     #[derive(serde::Deserialize)]
     struct Spec {
         linux: Option<Linux>,
+        hooks: Option<Hooks>,
     }
     #[derive(serde::Deserialize)]
     struct Linux {
@@ -41,15 +54,26 @@ fn shares_host_pid_ns(bundle: &Path) -> bool {
         kind: String,
         path: Option<String>,
     }
+    #[derive(serde::Deserialize)]
+    struct Hooks {
+        poststop: Option<Vec<serde::de::IgnoredAny>>,
+    }
     let Ok(data) = std::fs::read(bundle.join("config.json")) else {
-        return false;
+        return SpecFacts::default();
     };
     let Ok(spec) = serde_json::from_slice::<Spec>(&data) else {
-        return false;
+        return SpecFacts::default();
     };
     let nss = spec.linux.and_then(|l| l.namespaces).unwrap_or_default();
-    !nss.iter()
-        .any(|n| n.kind == "pid" && n.path.as_deref().unwrap_or("").is_empty())
+    SpecFacts {
+        shares_host_pid_ns: !nss
+            .iter()
+            .any(|n| n.kind == "pid" && n.path.as_deref().unwrap_or("").is_empty()),
+        poststop_hooks: spec
+            .hooks
+            .and_then(|h| h.poststop)
+            .is_some_and(|p| !p.is_empty()),
+    }
 }
 
 pub struct Container {
@@ -63,6 +87,11 @@ pub struct Container {
     io_uid: u32,
     io_gid: u32,
     pub kill_all_on_exit: bool,
+    /// Whether the runtime may delete it as soon as its init exited (see
+    /// [`crate::early_delete`]).
+    pub may_delete_early: bool,
+    /// That delete, once started.
+    early_delete: Mutex<Option<Arc<EarlyDelete>>>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
     /// The container's cgroup (found once its init exists), for Stats.
     cgroup: Mutex<Option<cgroups::Manager>>,
@@ -126,6 +155,7 @@ impl Container {
             })?;
             Some(r)
         };
+        let facts = spec_facts(&bundle);
         let c = Container {
             id: req.id.clone(),
             namespace: ns.to_owned(),
@@ -135,7 +165,9 @@ impl Container {
             rootfs,
             io_uid: opts.io_uid,
             io_gid: opts.io_gid,
-            kill_all_on_exit: shares_host_pid_ns(&bundle),
+            kill_all_on_exit: facts.shares_host_pid_ns,
+            may_delete_early: !facts.poststop_hooks,
+            early_delete: Mutex::new(None),
             execs: Mutex::new(HashMap::new()),
             cgroup: Mutex::new(None),
             restore: Mutex::new(None),
@@ -356,9 +388,14 @@ impl Container {
     /// deleting state; `from` is the state it was in.
     pub fn delete_init(&self, from: Status) -> Result<mount::Detached> {
         drain(&self.init);
-        if let Err(e) = self.runc.delete(&self.id, from == Status::Created) {
-            if !runc::is_gone(&e) {
-                return Err(e);
+        let done_early = self
+            .early_delete()
+            .is_some_and(|ed| ed.deleted(EARLY_DELETE_WAIT));
+        if !done_early {
+            if let Err(e) = self.runc.delete(&self.id, from == Status::Created) {
+                if !runc::is_gone(&e) {
+                    return Err(e);
+                }
             }
         }
         for p in self.execs() {
@@ -370,6 +407,27 @@ impl Container {
             .as_deref()
             .map(mount::detach_all)
             .unwrap_or_default())
+    }
+
+    /// Have the runtime delete the container now that its init's exit is
+    /// published, if it may (once). Not while a runtime command on the init
+    /// (a checkpoint that stops it, say) may still be using its state.
+    pub fn delete_early(self: &Arc<Self>, oom: &Arc<crate::oom::OomMonitor>) {
+        if !self.may_delete_early || self.init.lock().busy.is_some() {
+            return;
+        }
+        let mut slot = self.early_delete.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = Some(EarlyDelete::start(self, oom));
+        }
+    }
+
+    /// The early delete, if one started.
+    pub fn early_delete(&self) -> Option<Arc<EarlyDelete>> {
+        self.early_delete
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Forget a stopped (or never started) exec.
@@ -468,14 +526,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pid_namespace_detection() {
+    fn spec_facts_pid_namespace_and_poststop_hooks() {
         let d = tempfile::tempdir().unwrap();
-        let w = |s: &str| std::fs::write(d.path().join("config.json"), s).unwrap();
-        w(r#"{"linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]}}"#);
-        assert!(!shares_host_pid_ns(d.path()));
-        w(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#);
-        assert!(shares_host_pid_ns(d.path()));
-        w(r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#);
-        assert!(shares_host_pid_ns(d.path()));
+        let facts = |s: &str| {
+            std::fs::write(d.path().join("config.json"), s).unwrap();
+            spec_facts(d.path())
+        };
+        let f = facts(r#"{"linux":{"namespaces":[{"type":"pid"},{"type":"mount"}]}}"#);
+        assert_eq!(f, SpecFacts::default());
+        assert!(facts(r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#).shares_host_pid_ns);
+        let f = facts(r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#);
+        assert!(f.shares_host_pid_ns);
+        let f = facts(
+            r#"{"hooks":{"poststop":[{"path":"/bin/true"}]},"linux":{"namespaces":[{"type":"pid"}]}}"#,
+        );
+        assert_eq!(
+            f,
+            SpecFacts {
+                shares_host_pid_ns: false,
+                poststop_hooks: true
+            }
+        );
+        assert!(!facts(r#"{"hooks":{"poststop":[],"prestart":[{"path":"/x"}]}}"#).poststop_hooks);
     }
 }

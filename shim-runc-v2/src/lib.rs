@@ -12,6 +12,7 @@
 //! | [`service`] | the ttrpc `containerd.task.v2.Task` (and v3) service, a thin adapter |
 //! | [`task`] | the task manager: containers, pid ↔ process bookkeeping, events |
 //! | [`container`] | one container: options, rootfs mounts, runtime calls |
+//! | [`early_delete`] | the runtime's delete of a container whose init exited, before containerd's Delete |
 //! | [`checkpoint`] | the Checkpoint RPC and the restore a checkpointed Create defers to Start |
 //! | [`process`] | a process's state machine (created, running, paused, stopped, deleted) |
 //! | [`lifecycle`] | exit bookkeeping and ordering (init after its execs) |
@@ -29,6 +30,7 @@ pub mod bootstrap;
 pub mod checkpoint;
 pub mod console;
 pub mod container;
+pub mod early_delete;
 pub mod error;
 pub mod events;
 pub mod info;

@@ -63,6 +63,11 @@ pub fn after_reply(f: impl FnOnce() + 'static) {
     }
 }
 
+/// Whether this thread is handling a request (so [`after_reply`] defers).
+pub fn in_request() -> bool {
+    AFTER_REPLY.with(|a| a.borrow().is_some())
+}
+
 /// While alive, [`after_reply`] collects; dropped (also on a panic), it
 /// runs what was collected, in order.
 struct AfterReply;

@@ -171,7 +171,7 @@ impl Task {
 
     /// Record the exit in the process; publish TaskExit when that changed
     /// its state (false: held for its starter, or already stopped).
-    fn publish_exit(&self, c: &Container, p: &Process, e: Exit) -> bool {
+    fn publish_exit(&self, c: &Arc<Container>, p: &Process, e: Exit) -> bool {
         // What the process wrote reaches its destination before its exit is
         // told: clients (ctr 1.6) close their FIFOs on the exit.
         let output = p.lock().io.as_ref().map(|io| io.output_done());
@@ -197,6 +197,9 @@ impl Task {
                 exited_at: ts(s.exited_at),
                 ..Default::default()
             });
+            if p.is_init() {
+                c.delete_early(&self.oom);
+            }
             return true;
         }
         false
@@ -433,6 +436,10 @@ impl Task {
 
     pub fn pids(&self, id: &str) -> Result<Vec<api::ProcessInfo>> {
         let c = self.container(id)?;
+        if c.early_delete().is_some() {
+            // Stopped, and the runtime no longer knows it.
+            return Ok(Vec::new());
+        }
         let pids = match c.runc.ps(id) {
             Ok(pids) => pids,
             // A runtime without `ps` (runc-rs, so far): the cgroup lists
@@ -539,6 +546,11 @@ impl Task {
     /// The container's cgroup statistics (the Stats RPC's Any).
     pub fn stats(&self, id: &str) -> Result<Any> {
         let c = self.container(id)?;
+        if c.early_delete().is_some() {
+            return Err(Error::NotFound(format!(
+                "container {id} exited and the runtime deleted it: no cgroup"
+            )));
+        }
         let cg = c.cgroup()?;
         metrics::stats_any(&cg, id)
     }
