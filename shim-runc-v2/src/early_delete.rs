@@ -6,8 +6,8 @@
 //! 2-core VM, during which a CPU is mostly free. `delete` is a process start,
 //! a state read, the cgroup's removal in every hierarchy, the state dir's
 //! removal (2–3 ms); run meanwhile, it leaves Delete with the unmount and
-//! the reply. Measured with `ctr run --rm … true`: 0.966 of the time of a
-//! shim that deletes at Delete (200 paired runs, bench/README.md).
+//! the reply. Measured with `ctr run --rm … true`, interleaved with a shim
+//! that deletes at Delete: 0.98 of its time, paired (bench/README.md).
 //!
 //! What a client sees is what the Go shim gives, except on a stopped
 //! container before its Delete: the runtime no longer knows it (`runc
