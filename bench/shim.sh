@@ -205,7 +205,17 @@ shim_of() { # task id -> its shim's pid
 rollup() { # pid field -> KiB
     awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/smaps_rollup"
 }
-median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# The median of the numbers on stdin and a 95 % interval for it,
+# distribution-free: the order statistics at n/2 -+ 0.98 sqrt(n) (the
+# binomial bound), so that "at most 0.70" can be read off one run.
+median_ci() {
+    sort -n | awk '{ a[NR] = $1 }
+        END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
+              h = 0.98 * sqrt(NR); lo = int(NR / 2 - h); hi = int(NR / 2 + h + 1)
+              if (lo < 1) lo = 1; if (hi > NR) hi = NR
+              print m, a[lo], a[hi] }'
+}
+median() { median_ci | awk '{ print $1 }'; }
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 declare -A R=()
@@ -262,15 +272,8 @@ done
 for shim in go rs; do
     R[$shim.lc]=$(median <"$W/lc-$shim.times" | awk '{ printf "%.1f", $1 }')
 done
-# With a 95 % interval for that median, distribution-free: the order
-# statistics at n/2 -+ 0.98 sqrt(n) of the sorted ratios (the binomial
-# bound), so that "at most 0.70" can be read off one run.
-R[pair.lc]=$(paste "$W/lc-rs.times" "$W/lc-go.times" | awk '{ print $1 / $2 }' | sort -n |
-    awk '{ a[NR] = $1 }
-         END { m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-               h = 0.98 * sqrt(NR); lo = int(NR / 2 - h); hi = int(NR / 2 + h + 1)
-               if (lo < 1) lo = 1; if (hi > NR) hi = NR
-               printf "%.3f [%.3f, %.3f]", m, a[lo], a[hi] }')
+R[pair.lc]=$(paste "$W/lc-rs.times" "$W/lc-go.times" | awk '{ print $1 / $2 }' | median_ci |
+    awk '{ printf "%.3f [%.3f, %.3f]", $1, $2, $3 }')
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 row() { printf '| %s | %s | %s | %s |\n' "$1" "${R[go.$2]}" "${R[rs.$2]}" "$(ratio "${R[rs.$2]}" "${R[go.$2]}")"; }
