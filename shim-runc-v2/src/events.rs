@@ -8,13 +8,18 @@
 //! (what containerd 1.6+ gives its shims), or, without that address, runs
 //! `<publish-binary> --address A publish --topic T --namespace N` with the
 //! event on stdin (the older contract).
+//!
+//! An event containerd does not take (it is restarting, say) is retried,
+//! the events behind it waiting in order, for [`RETRY_FOR`]: an exit while
+//! containerd is down reaches the new one, which is how CRI learns of it.
+//! The Go shim re-queues a failed event for about 15 s.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use containerd_shim_protos::events::task as ev;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -26,13 +31,19 @@ use containerd_shim_protos::shim::events::ForwardRequest;
 use crate::rpc;
 
 const QUEUE: usize = 256;
-const RETRIES: usize = 3;
+/// How long one event is retried before it is dropped.
+const RETRY_FOR: Duration = Duration::from_secs(30);
+/// The first wait between attempts; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// One event: its topic and the event as a protobuf `Any`.
 #[derive(Debug, Clone)]
 pub struct Event {
     pub topic: &'static str,
     pub event: Any,
+    /// When it was published (the envelope's time, also when retried).
+    pub at: SystemTime,
 }
 
 /// The events a shim sends, as (topic, Any) pairs with containerd's names.
@@ -177,6 +188,7 @@ impl Publisher {
         let event = Event {
             topic: E::TOPIC,
             event: to_any(e),
+            at: SystemTime::now(),
         };
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
         let Some(tx) = tx.as_ref() else {
@@ -250,27 +262,51 @@ fn forward_loop(
             let p = lock.lock().unwrap_or_else(|e| e.into_inner());
             let _ = cv.wait_timeout_while(p, HOLD_MAX, |p| p.held > 0);
         }
-        let mut sent = false;
-        for attempt in 0..RETRIES {
-            match send(&sink, &ns, &e, &mut client) {
-                Ok(()) => {
-                    sent = true;
-                    break;
-                }
-                Err(err) => {
-                    client = None;
-                    log::warn!("forward {} event (attempt {}): {err}", e.topic, attempt + 1);
-                    std::thread::sleep(Duration::from_millis(100 << attempt));
-                }
-            }
-        }
-        if !sent {
-            log::error!("dropping {} event after {RETRIES} attempts", e.topic);
-        }
+        forward_with_retries(&sink, &ns, &e, &mut client);
         let (lock, cv) = &*pending;
         let mut p = lock.lock().unwrap_or_else(|e| e.into_inner());
         p.queued = p.queued.saturating_sub(1);
         cv.notify_all();
+    }
+}
+
+/// Send `e`, retrying with a growing wait for [`RETRY_FOR`]; whether it
+/// went.
+fn forward_with_retries(
+    sink: &Sink,
+    ns: &str,
+    e: &Event,
+    client: &mut Option<rpc::Client>,
+) -> bool {
+    let deadline = Instant::now() + RETRY_FOR;
+    let mut wait = RETRY_FIRST;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let err = match send(sink, ns, e, client) {
+            Ok(()) => {
+                if attempts > 1 {
+                    log::info!("forwarded {} event at attempt {attempts}", e.topic);
+                }
+                return true;
+            }
+            Err(err) => err,
+        };
+        *client = None;
+        if attempts == 1 {
+            log::warn!("forward {} event: {err}; retrying", e.topic);
+        } else {
+            log::debug!("forward {} event (attempt {attempts}): {err}", e.topic);
+        }
+        if Instant::now() + wait > deadline {
+            log::error!(
+                "dropping {} event after {attempts} attempts in {RETRY_FOR:?}: {err}",
+                e.topic
+            );
+            return false;
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(RETRY_MAX);
     }
 }
 
@@ -287,7 +323,7 @@ fn send(sink: &Sink, ns: &str, e: &Event, client: &mut Option<rpc::Client>) -> R
                 *client = Some(c);
             }
             let mut env = Envelope::new();
-            env.timestamp = MessageField::some(timestamp(SystemTime::now()));
+            env.timestamp = MessageField::some(timestamp(e.at));
             env.namespace = ns.to_owned();
             env.topic = e.topic.to_owned();
             env.event = MessageField::some(e.event.clone());

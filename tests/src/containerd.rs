@@ -88,6 +88,9 @@ pub struct Containerd {
     cgroups: CgroupParent,
     socket: PathBuf,
     child: Option<Child>,
+    /// containerd's `$PATH` and extra environment, for [`Containerd::restart`].
+    path: std::ffi::OsString,
+    env: Vec<(String, String)>,
     image: Option<String>,
     // Dropped last, in this order: the dir, then the lock.
     dir: Option<TempDir>,
@@ -139,18 +142,6 @@ impl Containerd {
         // lands under our parent.
         let namespace = cgroups.name.clone();
         fs::write(d.join("config.toml"), config_toml(&d, &socket))?;
-        let log = fs::File::create(d.join("containerd.log"))?;
-        let child = Command::new("containerd")
-            .env("PATH", &path)
-            .envs(env.iter().copied())
-            .arg("--config")
-            .arg(d.join("config.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("spawning containerd: {e}")))?;
         let mut c = Containerd {
             runtime: runtime.to_path_buf(),
             runtime_name: "io.containerd.runc.v2".to_owned(),
@@ -158,13 +149,55 @@ impl Containerd {
             namespace,
             cgroups,
             socket,
-            child: Some(child),
+            child: None,
+            path,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             image: None,
             dir: Some(dir),
             _serial: guard,
         };
+        c.child = Some(c.spawn_daemon()?);
         c.wait_ready()?;
         Ok(c)
+    }
+
+    /// Run containerd on this harness's config; its log is appended to.
+    fn spawn_daemon(&self) -> io::Result<Child> {
+        let d = self.dir();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("containerd.log"))?;
+        Command::new("containerd")
+            .env("PATH", &self.path)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("spawning containerd: {e}")))
+    }
+
+    /// Stop containerd (SIGTERM, as a service manager does) and wait for
+    /// it; its shims and their containers go on running.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, Duration::from_secs(10));
+        }
+    }
+
+    /// Start containerd again on the same root, state and sockets (after
+    /// [`Containerd::stop_daemon`]); returns once it answers.
+    pub fn start_daemon(&mut self) -> io::Result<()> {
+        assert!(self.child.is_none(), "containerd is still running");
+        self.child = Some(self.spawn_daemon()?);
+        self.wait_ready()
     }
 
     fn wait_ready(&mut self) -> io::Result<()> {

@@ -1,0 +1,211 @@
+//! containerd restarting under running containers (an upgrade, a crash, a
+//! `systemctl restart`), with the Rust shim and, for comparison, the Go
+//! shim, both driving runc-rs:
+//!
+//! * the shims and their containers go on while containerd is down;
+//! * a container writing to its stdout after its reader went away (ctr
+//!   killed, containerd stopped) is not killed by SIGPIPE: the shim owns
+//!   the pipe the container writes to;
+//! * a container that exits while containerd is down is reaped, and the
+//!   new containerd learns of it twice, as the Go shim tells it: the
+//!   TaskExit event, retried until containerd listens again, and the exit
+//!   status in Delete's answer;
+//! * the new containerd drives the running container: exec, kill (with its
+//!   TaskExit), delete; nothing is left behind.
+//!
+//! Needs root and the binaries `cargo build --workspace --bins` makes.
+//!
+//! Run: `cargo test -p integration-tests --test shim_restart`
+
+use std::fs;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use integration_tests::containerd::{
+    describe, require_tools, runtime_under_test, stop_child, Containerd,
+};
+use integration_tests::shim_rs::{assert_clean, rust_shim, wait_until, CtrEvents};
+
+/// The counter the talker container keeps in its own `/tmp/n`.
+fn talker_count(pid: u32) -> Option<u64> {
+    fs::read_to_string(format!("/proc/{pid}/root/tmp/n"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether `pid`'s counter still goes up (the container still runs and
+/// writes).
+fn still_counting(pid: u32) -> bool {
+    let Some(before) = talker_count(pid) else {
+        return false;
+    };
+    thread::sleep(Duration::from_millis(400));
+    talker_count(pid).is_some_and(|after| after > before)
+}
+
+/// `ctr run` (attached, in the background) of a container that writes a
+/// line to its stdout every 50 ms; its stdout goes to a file.
+fn start_talker(c: &Containerd, id: &str) -> Child {
+    let script = "i=0; while :; do i=$((i+1)); echo $i; echo $i > /tmp/n; sleep 0.05; done";
+    let argv = c.run_argv(&[], id, &["sh", "-c", script]);
+    let out = fs::File::create(c.dir().join(format!("{id}.out"))).expect("output file");
+    Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ctr run")
+}
+
+/// The TaskExit of container `id`'s init (not of its execs), waited for.
+fn init_exit(events: &CtrEvents, id: &str, timeout: Duration) -> serde_json::Value {
+    let find = || {
+        events
+            .of("/tasks/exit", id)
+            .into_iter()
+            .find(|e| e["id"] == id)
+    };
+    wait_until(&format!("the TaskExit of {id}"), timeout, || {
+        find().is_some()
+    });
+    find().expect("found")
+}
+
+fn restart_checks(c: &mut Containerd) {
+    let mut ctr = start_talker(c, "talker");
+    let out_file = c.dir().join("talker.out");
+    wait_until(
+        "the talker's output through ctr",
+        Duration::from_secs(20),
+        || {
+            fs::read_to_string(&out_file)
+                .unwrap_or_default()
+                .lines()
+                .count()
+                >= 3
+        },
+    );
+    let (talker, status) = c.task_status("talker").expect("talker listed");
+    assert_eq!(status, "RUNNING");
+
+    let script = "trap 'exit 7' USR1; while :; do sleep 0.1; done";
+    let out = c
+        .run(&["-d"], "quitter", &["sh", "-c", script])
+        .unwrap_or_else(|e| panic!("ctr run -d: {e}"));
+    assert!(out.status.success(), "ctr run -d: {}", describe(&out));
+    let (quitter, _) = c.task_status("quitter").expect("quitter listed");
+    // Its trap is set once SIGUSR1 is caught (SigCgt bit 10).
+    wait_until("the quitter's trap", Duration::from_secs(10), || {
+        fs::read_to_string(format!("/proc/{quitter}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << (libc::SIGUSR1 - 1)) != 0)
+    });
+
+    // The reader of the talker's stdout goes (SIGKILL: ctr would forward
+    // a SIGTERM to the container), then containerd.
+    unsafe { libc::kill(ctr.id() as i32, libc::SIGKILL) };
+    let _ = ctr.wait();
+    c.stop_daemon();
+
+    // containerd is down: the quitter exits, its shim reaps it.
+    unsafe { libc::kill(quitter as i32, libc::SIGUSR1) };
+    wait_until("the quitter to be reaped", Duration::from_secs(10), || {
+        !std::path::Path::new(&format!("/proc/{quitter}")).exists()
+    });
+    assert!(
+        still_counting(talker),
+        "the talker stopped writing once its reader and containerd were gone"
+    );
+
+    let log_mark = c.log().len();
+    c.start_daemon()
+        .unwrap_or_else(|e| panic!("restart containerd: {e}"));
+    let events = CtrEvents::start(c);
+    assert_eq!(
+        c.task_status("talker"),
+        Some((talker, "RUNNING".to_owned())),
+        "{:?}",
+        c.ctr(&["task", "ls"]).map(|o| describe(&o))
+    );
+    assert_eq!(
+        c.task_status("quitter").map(|(_, s)| s),
+        Some("STOPPED".to_owned())
+    );
+    // Sent while containerd was down, retried until it listened again
+    // (containerd's debug log: a subscriber might come too late for it).
+    wait_until(
+        "containerd to be forwarded the quitter's TaskExit",
+        Duration::from_secs(30),
+        || {
+            c.log()[log_mark..]
+                .lines()
+                .any(|l| l.contains("event forwarded") && l.contains("topic=/tasks/exit"))
+        },
+    );
+
+    let n = c.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "after",
+        "talker",
+        "cat",
+        "/tmp/n",
+    ]);
+    assert!(
+        n.trim().parse::<u64>().is_ok(),
+        "exec after the restart: {n:?}"
+    );
+    assert!(
+        still_counting(talker),
+        "the talker stopped after the restart"
+    );
+
+    c.ctr_ok(&["task", "kill", "--signal", "SIGKILL", "talker"]);
+    let exit = init_exit(&events, "talker", Duration::from_secs(10));
+    assert_eq!(exit["exit_status"], 137, "{exit}");
+    for (id, code) in [("quitter", 7), ("talker", 137)] {
+        let out = c
+            .ctr(&["task", "delete", id])
+            .unwrap_or_else(|e| panic!("ctr task delete {id}: {e}"));
+        // ctr prints a non-zero exit status that Delete answered with.
+        let text = describe(&out);
+        assert!(
+            out.status.success() && text.contains(&format!("exit code {code}")),
+            "ctr task delete {id}: {text}"
+        );
+        c.ctr_ok(&["containers", "rm", id]);
+    }
+    assert_clean(c, &["talker", "quitter"]);
+    drop(events);
+    stop_child(&mut ctr, Duration::from_secs(1));
+}
+
+#[test]
+fn rust_shim_survives_a_containerd_restart() {
+    let Some((mut c, _)) = rust_shim() else {
+        return;
+    };
+    restart_checks(&mut c);
+}
+
+/// The same with containerd's Go shim: what the Rust shim must match.
+#[test]
+fn go_shim_survives_a_containerd_restart() {
+    let Some(runtime) = runtime_under_test() else {
+        return;
+    };
+    require_tools(&["containerd", "ctr", "containerd-shim-runc-v2"]);
+    let mut c =
+        Containerd::start(&runtime).unwrap_or_else(|e| panic!("start a private containerd: {e}"));
+    c.import_busybox()
+        .unwrap_or_else(|e| panic!("import the busybox image archive: {e}"));
+    restart_checks(&mut c);
+}
