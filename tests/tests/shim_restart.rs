@@ -10,8 +10,13 @@
 //!   new containerd learns of it twice, as the Go shim tells it: the
 //!   TaskExit event, retried until containerd listens again, and the exit
 //!   status in Delete's answer;
-//! * the new containerd drives the running container: exec, kill (with its
-//!   TaskExit), delete; nothing is left behind.
+//! * the new containerd drives the running container: `ctr task attach`
+//!   to its stdout, exec, kill (with its
+//!   TaskExit), delete; nothing is left behind;
+//! * a shim that died while containerd was down is cleaned up after by the
+//!   new containerd through the shim binary's `delete`: its container is
+//!   killed, its runtime state, cgroup and rootfs mount go, and the
+//!   container record can be removed.
 //!
 //! Needs root and the binaries `cargo build --workspace --bins` makes.
 //!
@@ -25,9 +30,10 @@ use std::time::Duration;
 use integration_tests::containerd::{
     describe, require_tools, runtime_under_test, stop_child, Containerd,
 };
-use integration_tests::shim_rs::{assert_clean, rust_shim, wait_until, CtrEvents};
+use integration_tests::shim_rs::{assert_clean, rust_shim, shims, wait_until, CtrEvents};
 
-/// The counter the talker container keeps in its own `/tmp/n`.
+/// The counter the talker container keeps in its own `/tmp/n` (renamed
+/// into place, so never read half-written).
 fn talker_count(pid: u32) -> Option<u64> {
     fs::read_to_string(format!("/proc/{pid}/root/tmp/n"))
         .ok()?
@@ -49,7 +55,7 @@ fn still_counting(pid: u32) -> bool {
 /// `ctr run` (attached, in the background) of a container that writes a
 /// line to its stdout every 50 ms; its stdout goes to a file.
 fn start_talker(c: &Containerd, id: &str) -> Child {
-    let script = "i=0; while :; do i=$((i+1)); echo $i; echo $i > /tmp/n; sleep 0.05; done";
+    let script = "i=0; while :; do i=$((i+1)); echo $i; echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done";
     let argv = c.run_argv(&[], id, &["sh", "-c", script]);
     let out = fs::File::create(c.dir().join(format!("{id}.out"))).expect("output file");
     Command::new(&argv[0])
@@ -150,6 +156,32 @@ fn restart_checks(c: &mut Containerd) {
         },
     );
 
+    // The talker's stdout, kept open by its shim, can be attached to again.
+    let argv = c.ctr_argv(&["task", "attach", "talker"]);
+    let attached = c.dir().join("attached.out");
+    let mut attach = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&attached).expect("attach output file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ctr task attach");
+    wait_until(
+        "the talker's output through ctr task attach",
+        Duration::from_secs(20),
+        || {
+            fs::read_to_string(&attached)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.parse::<u64>().is_ok())
+                .count()
+                >= 3
+        },
+    );
+    // SIGKILL: ctr would forward a SIGTERM to the container.
+    unsafe { libc::kill(attach.id() as i32, libc::SIGKILL) };
+    let _ = attach.wait();
+
     let n = c.ctr_ok(&[
         "task",
         "exec",
@@ -188,6 +220,72 @@ fn restart_checks(c: &mut Containerd) {
     stop_child(&mut ctr, Duration::from_secs(1));
 }
 
+/// The shim serving task `id` (the parent of its init).
+fn shim_of(pid: u32) -> i32 {
+    integration_tests::shim_rs::ppid(pid)
+}
+
+fn dead_shim_checks(c: &mut Containerd) {
+    let out = c
+        .run(
+            &["-d"],
+            "orphan",
+            &["sh", "-c", "while :; do sleep 0.1; done"],
+        )
+        .unwrap_or_else(|e| panic!("ctr run -d: {e}"));
+    assert!(out.status.success(), "ctr run -d: {}", describe(&out));
+    let (init, _) = c.task_status("orphan").expect("orphan listed");
+    let shim = shim_of(init);
+    assert!(shims(c).contains(&shim), "{shim} is not a shim of ours");
+
+    c.stop_daemon();
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    wait_until("the shim to die", Duration::from_secs(10), || {
+        !std::path::Path::new(&format!("/proc/{shim}")).exists()
+    });
+    assert!(
+        std::path::Path::new(&format!("/proc/{init}")).exists(),
+        "the container died with its shim"
+    );
+
+    c.start_daemon()
+        .unwrap_or_else(|e| panic!("restart containerd: {e}"));
+    // containerd ran `<shim> delete` for the bundle while loading.
+    wait_until(
+        "the container to be killed",
+        Duration::from_secs(10),
+        || !std::path::Path::new(&format!("/proc/{init}")).exists(),
+    );
+    assert_eq!(c.task_status("orphan"), None);
+    c.ctr_ok(&["containers", "rm", "orphan"]);
+    assert_clean(c, &["orphan"]);
+}
+
+/// containerd with the Go shim driving the runtime under test.
+fn go_shim() -> Option<Containerd> {
+    let runtime = runtime_under_test()?;
+    require_tools(&["containerd", "ctr", "containerd-shim-runc-v2"]);
+    let mut c =
+        Containerd::start(&runtime).unwrap_or_else(|e| panic!("start a private containerd: {e}"));
+    c.import_busybox()
+        .unwrap_or_else(|e| panic!("import the busybox image archive: {e}"));
+    Some(c)
+}
+
+#[test]
+fn rust_shim_dead_during_a_restart_is_cleaned_up() {
+    let Some((mut c, _)) = rust_shim() else {
+        return;
+    };
+    dead_shim_checks(&mut c);
+}
+
+#[test]
+fn go_shim_dead_during_a_restart_is_cleaned_up() {
+    let Some(mut c) = go_shim() else { return };
+    dead_shim_checks(&mut c);
+}
+
 #[test]
 fn rust_shim_survives_a_containerd_restart() {
     let Some((mut c, _)) = rust_shim() else {
@@ -199,13 +297,6 @@ fn rust_shim_survives_a_containerd_restart() {
 /// The same with containerd's Go shim: what the Rust shim must match.
 #[test]
 fn go_shim_survives_a_containerd_restart() {
-    let Some(runtime) = runtime_under_test() else {
-        return;
-    };
-    require_tools(&["containerd", "ctr", "containerd-shim-runc-v2"]);
-    let mut c =
-        Containerd::start(&runtime).unwrap_or_else(|e| panic!("start a private containerd: {e}"));
-    c.import_busybox()
-        .unwrap_or_else(|e| panic!("import the busybox image archive: {e}"));
+    let Some(mut c) = go_shim() else { return };
     restart_checks(&mut c);
 }
