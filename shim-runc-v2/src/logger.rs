@@ -44,9 +44,14 @@ impl Log for Logger {
         );
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = out.as_mut() {
-            if f.write_all(line.as_bytes()).is_err() {
-                // containerd went away: stop logging rather than block.
-                *out = None;
+            match f.write_all(line.as_bytes()) {
+                Ok(()) => {}
+                // No reader: containerd is restarting. The line is lost;
+                // the FIFO is kept for the next containerd, which opens
+                // it again when it finds this shim.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                // Anything else: stop logging rather than fail each time.
+                Err(_) => *out = None,
             }
         }
     }

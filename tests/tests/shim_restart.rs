@@ -81,7 +81,8 @@ fn init_exit(events: &CtrEvents, id: &str, timeout: Duration) -> serde_json::Val
     find().expect("found")
 }
 
-fn restart_checks(c: &mut Containerd) {
+/// Returns where containerd's log of the restarted daemon begins.
+fn restart_checks(c: &mut Containerd) -> usize {
     let mut ctr = start_talker(c, "talker");
     let out_file = c.dir().join("talker.out");
     wait_until(
@@ -218,6 +219,7 @@ fn restart_checks(c: &mut Containerd) {
     assert_clean(c, &["talker", "quitter"]);
     drop(events);
     stop_child(&mut ctr, Duration::from_secs(1));
+    log_mark
 }
 
 /// The shim serving task `id` (the parent of its init).
@@ -291,7 +293,18 @@ fn rust_shim_survives_a_containerd_restart() {
     let Some((mut c, _)) = rust_shim() else {
         return;
     };
-    restart_checks(&mut c);
+    let log_mark = restart_checks(&mut c);
+    // The quitter's shim logged while containerd was down (its event not
+    // taken); its log FIFO, reopened by the new containerd, still carries
+    // what it logs after (its last line, on the way out).
+    let log = c.log();
+    assert!(
+        log[log_mark..]
+            .lines()
+            .any(|l| l.contains("msg=\"shutting down\"") && l.contains("id=quitter")),
+        "no log line of the quitter's shim after the restart:\n{}",
+        &log[log_mark..]
+    );
 }
 
 /// The same with containerd's Go shim: what the Rust shim must match.
