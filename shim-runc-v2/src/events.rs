@@ -378,6 +378,67 @@ mod tests {
         assert_eq!(back.exit_status, 3);
     }
 
+    /// containerd's events service, recording what it is forwarded.
+    struct Recorder(std::sync::Mutex<std::sync::mpsc::Sender<Envelope>>);
+
+    impl containerd_shim_protos::shim::events_ttrpc::Events for Recorder {
+        fn forward(
+            &self,
+            _: &ttrpc::TtrpcContext,
+            r: ForwardRequest,
+        ) -> ttrpc::Result<containerd_shim_protos::protobuf::well_known_types::empty::Empty>
+        {
+            let env = r.envelope.into_option().unwrap_or_default();
+            self.0.lock().unwrap().send(env).unwrap();
+            Ok(Default::default())
+        }
+    }
+
+    #[test]
+    fn an_event_waits_for_containerd_to_come_back() {
+        crate::spare::start(2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("containerd.sock.ttrpc");
+        let p = Publisher::new(
+            Sink::Ttrpc(format!("unix://{}", path.display())),
+            "ns".into(),
+        );
+        p.start();
+        let mut exit = ev::TaskExit::new();
+        exit.container_id = "c1".into();
+        exit.exit_status = 7;
+        let published = SystemTime::now();
+        p.publish(&exit);
+        p.publish(&ev::TaskDelete::new());
+        // Nobody listens for a while (containerd restarting): several
+        // attempts fail.
+        std::thread::sleep(Duration::from_millis(800));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let svc = std::sync::Arc::new(Recorder(std::sync::Mutex::new(tx)));
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let _server = rpc::Server::start(
+            listener,
+            containerd_shim_protos::shim::events_ttrpc::create_events(svc),
+        )
+        .unwrap();
+        let first = rx.recv_timeout(Duration::from_secs(10)).expect("forwarded");
+        assert_eq!(first.topic, "/tasks/exit");
+        assert_eq!(first.namespace, "ns");
+        let back = ev::TaskExit::parse_from_bytes(&first.event.value).unwrap();
+        assert_eq!((back.container_id.as_str(), back.exit_status), ("c1", 7));
+        // Stamped when published, not when it finally went.
+        let at = first.timestamp.seconds as u64 * 1_000_000_000 + first.timestamp.nanos as u64;
+        let published = published.duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+        assert!(
+            at >= published && at - published < 500_000_000,
+            "timestamp {at} ns, published at {published} ns"
+        );
+        // The one behind it, in order.
+        let second = rx.recv_timeout(Duration::from_secs(10)).expect("forwarded");
+        assert_eq!(second.topic, "/tasks/delete");
+        p.close(Duration::from_secs(5));
+    }
+
     #[test]
     fn discard_publisher_drains() {
         let p = Publisher::new(Sink::Discard, "ns".into());
