@@ -270,14 +270,8 @@ fn forward_loop(
     }
 }
 
-/// Send `e`, retrying with a growing wait for [`RETRY_FOR`]; whether it
-/// went.
-fn forward_with_retries(
-    sink: &Sink,
-    ns: &str,
-    e: &Event,
-    client: &mut Option<rpc::Client>,
-) -> bool {
+/// Send `e`, retrying with a growing wait for [`RETRY_FOR`], then drop it.
+fn forward_with_retries(sink: &Sink, ns: &str, e: &Event, client: &mut Option<rpc::Client>) {
     let deadline = Instant::now() + RETRY_FOR;
     let mut wait = RETRY_FIRST;
     let mut attempts = 0u32;
@@ -288,7 +282,7 @@ fn forward_with_retries(
                 if attempts > 1 {
                     log::info!("forwarded {} event at attempt {attempts}", e.topic);
                 }
-                return true;
+                return;
             }
             Err(err) => err,
         };
@@ -303,7 +297,7 @@ fn forward_with_retries(
                 "dropping {} event after {attempts} attempts in {RETRY_FOR:?}: {err}",
                 e.topic
             );
-            return false;
+            return;
         }
         std::thread::sleep(wait);
         wait = (wait * 2).min(RETRY_MAX);

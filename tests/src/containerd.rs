@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::containerd_config::config_toml;
+
 // The hygiene helpers were first defined here; their paths stay valid.
 pub use crate::hygiene::*;
 use crate::hygiene::{CLEANUP_TIMEOUT, STARTUP_TIMEOUT};
@@ -88,7 +90,8 @@ pub struct Containerd {
     cgroups: CgroupParent,
     socket: PathBuf,
     child: Option<Child>,
-    /// containerd's `$PATH` and extra environment, for [`Containerd::restart`].
+    /// containerd's `$PATH` and extra environment, to start it again
+    /// ([`Containerd::start_daemon`]).
     path: std::ffi::OsString,
     env: Vec<(String, String)>,
     image: Option<String>,
@@ -510,70 +513,22 @@ impl Containerd {
     }
 }
 
+/// A private containerd whose containers run under its Go shim driving
+/// the runtime under test, the busybox image imported; `None` when not root.
+pub fn go_shim() -> Option<Containerd> {
+    let runtime = runtime_under_test()?;
+    require_tools(&["containerd", "ctr", "containerd-shim-runc-v2", "script"]);
+    let mut c =
+        Containerd::start(&runtime).unwrap_or_else(|e| panic!("start a private containerd: {e}"));
+    c.import_busybox()
+        .unwrap_or_else(|e| panic!("import the busybox image archive: {e}"));
+    Some(c)
+}
+
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// The containerd 1.6 config (version 2) of a private daemon in `d`.
-///
-/// Disabled: CRI (it would want CNI, /opt/cni and a pause image), the
-/// `opt` plugin (creates /opt/containerd), snapshotters that cannot work
-/// here and tracing. `temp` keeps unpack mounts in our dir; no debug or
-/// metrics listener.
-fn config_toml(d: &Path, socket: &Path) -> String {
-    let q = |p: &Path| toml_string(&p.to_string_lossy());
-    format!(
-        r#"version = 2
-root = {root}
-state = {state}
-temp = {temp}
-oom_score = 0
-disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
-  "io.containerd.internal.v1.opt",
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.tracing.processor.v1.otlp",
-  "io.containerd.internal.v1.tracing",
-]
-
-[grpc]
-  address = {sock}
-
-[ttrpc]
-  address = {ttrpc}
-
-[debug]
-  address = ""
-  level = "debug"
-
-[metrics]
-  address = ""
-"#,
-        root = q(&d.join("root")),
-        state = q(&d.join("state")),
-        temp = q(&d.join("tmp")),
-        sock = q(socket),
-        ttrpc = toml_string(&format!("{}.ttrpc", socket.display())),
-    )
-}
-
-fn toml_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Socket paths of the shims under `state` (each v2 bundle has an `address`
@@ -597,25 +552,4 @@ fn shim_sockets(state: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// SIGTERM `child` (our own process, by pid), SIGKILL after `grace`, reap it.
-pub fn stop_child(child: &mut Child, grace: Duration) {
-    if let Ok(Some(_)) = child.try_wait() {
-        return;
-    }
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    eprintln!(
-        "cleanup: pid {} ignored SIGTERM for {grace:?}; SIGKILL",
-        child.id()
-    );
-    let _ = child.kill();
-    let _ = child.wait();
 }

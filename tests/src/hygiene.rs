@@ -10,7 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -457,4 +457,25 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
         out.sort_by_key(|p| p.components().count());
     }
     out
+}
+
+/// SIGTERM `child` (our own process, by pid), SIGKILL after `grace`, reap it.
+pub fn stop_child(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "cleanup: pid {} ignored SIGTERM for {grace:?}; SIGKILL",
+        child.id()
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

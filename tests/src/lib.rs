@@ -4,6 +4,7 @@
 //! fails to build does not hide which test broke.
 
 pub mod containerd;
+mod containerd_config;
 pub mod diff;
 pub mod hygiene;
 pub mod pair;

@@ -12,24 +12,11 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use integration_tests::containerd::{
-    describe, exit_code, require_tools, runtime_under_test, Containerd,
-};
-
-/// A running containerd with the busybox image, or `None` when not root.
-fn containerd() -> Option<Containerd> {
-    let runtime = runtime_under_test()?;
-    require_tools(&["containerd", "ctr", "containerd-shim-runc-v2", "script"]);
-    let mut c =
-        Containerd::start(&runtime).unwrap_or_else(|e| panic!("start a private containerd: {e}"));
-    c.import_busybox()
-        .unwrap_or_else(|e| panic!("import the busybox image archive: {e}"));
-    Some(c)
-}
+use integration_tests::containerd::{describe, exit_code, go_shim};
 
 #[test]
 fn run_rm_prints_output_and_propagates_exit_code() {
-    let Some(c) = containerd() else { return };
+    let Some(c) = go_shim() else { return };
     let out = c
         .run(&["--rm"], "rm-exit", &["sh", "-c", "echo hi; exit 3"])
         .unwrap_or_else(|e| panic!("ctr run: {e}"));
@@ -76,7 +63,7 @@ fn run_rm_prints_output_and_propagates_exit_code() {
 
 #[test]
 fn detached_task_lifecycle() {
-    let Some(c) = containerd() else { return };
+    let Some(c) = go_shim() else { return };
     let id = "detached";
     let log = c.log_file(id);
     let log_uri = format!("file://{}", log.display());
@@ -145,7 +132,7 @@ fn detached_task_lifecycle() {
 
 #[test]
 fn run_with_tty() {
-    let Some(c) = containerd() else { return };
+    let Some(c) = go_shim() else { return };
     let out = c
         .run_tty("tty", &["sh", "-c", "tty; echo tty-ok; exit 4"])
         .unwrap_or_else(|e| panic!("ctr run -t: {e}"));

@@ -12,19 +12,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use integration_tests::containerd::{
-    default_timeout, describe, exit_code, require_tools, run_with_timeout, runtime_under_test,
-    shell_quote, Containerd,
+    default_timeout, describe, exit_code, go_shim, run_with_timeout, shell_quote, Containerd,
 };
-
-fn containerd() -> Option<Containerd> {
-    let runtime = runtime_under_test()?;
-    require_tools(&["containerd", "ctr", "containerd-shim-runc-v2", "script"]);
-    let mut c =
-        Containerd::start(&runtime).unwrap_or_else(|e| panic!("start a private containerd: {e}"));
-    c.import_busybox()
-        .unwrap_or_else(|e| panic!("import the busybox image archive: {e}"));
-    Some(c)
-}
 
 fn ctr_ok(c: &Containerd, args: &[&str]) -> String {
     let out = c.ctr(args).unwrap_or_else(|e| panic!("ctr {args:?}: {e}"));
@@ -34,7 +23,7 @@ fn ctr_ok(c: &Containerd, args: &[&str]) -> String {
 
 #[test]
 fn task_exec_ps_pause_resume_metrics() {
-    let Some(c) = containerd() else { return };
+    let Some(c) = go_shim() else { return };
     let id = "ops";
     let out = c
         .run(&["-d"], id, &["sh", "-c", "sleep 1000 & wait"])

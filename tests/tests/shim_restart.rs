@@ -27,10 +27,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use integration_tests::containerd::{
-    describe, require_tools, runtime_under_test, stop_child, Containerd,
-};
-use integration_tests::shim_rs::{assert_clean, rust_shim, shims, wait_until, CtrEvents};
+use integration_tests::containerd::{describe, go_shim, stop_child, Containerd};
+use integration_tests::shim_rs::{assert_clean, ppid, rust_shim, shims, wait_until, CtrEvents};
 
 /// The counter the talker container keeps in its own `/tmp/n` (renamed
 /// into place, so never read half-written).
@@ -52,19 +50,32 @@ fn still_counting(pid: u32) -> bool {
     talker_count(pid).is_some_and(|after| after > before)
 }
 
-/// `ctr run` (attached, in the background) of a container that writes a
-/// line to its stdout every 50 ms; its stdout goes to a file.
-fn start_talker(c: &Containerd, id: &str) -> Child {
-    let script = "i=0; while :; do i=$((i+1)); echo $i; echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done";
-    let argv = c.run_argv(&[], id, &["sh", "-c", script]);
-    let out = fs::File::create(c.dir().join(format!("{id}.out"))).expect("output file");
+/// Run `argv` (a ctr command) in the background, its stdout into `out`.
+fn spawn_ctr(argv: &[String], out: &std::path::Path) -> Child {
     Command::new(&argv[0])
         .args(&argv[1..])
         .stdin(Stdio::null())
-        .stdout(out)
+        .stdout(fs::File::create(out).expect("output file"))
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn ctr run")
+        .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"))
+}
+
+/// Wait until `out` holds at least three of the talker's numbers.
+fn wait_for_count_lines(what: &str, out: &std::path::Path) {
+    wait_until(what, Duration::from_secs(20), || {
+        fs::read_to_string(out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.parse::<u64>().is_ok())
+            .count()
+            >= 3
+    });
+}
+
+/// Whether process `pid` exists (a zombie counts).
+fn exists(pid: impl std::fmt::Display) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The TaskExit of container `id`'s init (not of its execs), waited for.
@@ -83,19 +94,12 @@ fn init_exit(events: &CtrEvents, id: &str, timeout: Duration) -> serde_json::Val
 
 /// Returns where containerd's log of the restarted daemon begins.
 fn restart_checks(c: &mut Containerd) -> usize {
-    let mut ctr = start_talker(c, "talker");
+    // `ctr run`, attached, of a container writing a number to its stdout
+    // every 50 ms.
+    let script = "i=0; while :; do i=$((i+1)); echo $i; echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done";
     let out_file = c.dir().join("talker.out");
-    wait_until(
-        "the talker's output through ctr",
-        Duration::from_secs(20),
-        || {
-            fs::read_to_string(&out_file)
-                .unwrap_or_default()
-                .lines()
-                .count()
-                >= 3
-        },
-    );
+    let mut ctr = spawn_ctr(&c.run_argv(&[], "talker", &["sh", "-c", script]), &out_file);
+    wait_for_count_lines("the talker's output through ctr", &out_file);
     let (talker, status) = c.task_status("talker").expect("talker listed");
     assert_eq!(status, "RUNNING");
 
@@ -124,7 +128,7 @@ fn restart_checks(c: &mut Containerd) -> usize {
     // containerd is down: the quitter exits, its shim reaps it.
     unsafe { libc::kill(quitter as i32, libc::SIGUSR1) };
     wait_until("the quitter to be reaped", Duration::from_secs(10), || {
-        !std::path::Path::new(&format!("/proc/{quitter}")).exists()
+        !exists(quitter)
     });
     assert!(
         still_counting(talker),
@@ -158,27 +162,9 @@ fn restart_checks(c: &mut Containerd) -> usize {
     );
 
     // The talker's stdout, kept open by its shim, can be attached to again.
-    let argv = c.ctr_argv(&["task", "attach", "talker"]);
     let attached = c.dir().join("attached.out");
-    let mut attach = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&attached).expect("attach output file"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ctr task attach");
-    wait_until(
-        "the talker's output through ctr task attach",
-        Duration::from_secs(20),
-        || {
-            fs::read_to_string(&attached)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| l.parse::<u64>().is_ok())
-                .count()
-                >= 3
-        },
-    );
+    let mut attach = spawn_ctr(&c.ctr_argv(&["task", "attach", "talker"]), &attached);
+    wait_for_count_lines("the talker's output through ctr task attach", &attached);
     // SIGKILL: ctr would forward a SIGTERM to the container.
     unsafe { libc::kill(attach.id() as i32, libc::SIGKILL) };
     let _ = attach.wait();
@@ -222,11 +208,6 @@ fn restart_checks(c: &mut Containerd) -> usize {
     log_mark
 }
 
-/// The shim serving task `id` (the parent of its init).
-fn shim_of(pid: u32) -> i32 {
-    integration_tests::shim_rs::ppid(pid)
-}
-
 fn dead_shim_checks(c: &mut Containerd) {
     let out = c
         .run(
@@ -237,18 +218,13 @@ fn dead_shim_checks(c: &mut Containerd) {
         .unwrap_or_else(|e| panic!("ctr run -d: {e}"));
     assert!(out.status.success(), "ctr run -d: {}", describe(&out));
     let (init, _) = c.task_status("orphan").expect("orphan listed");
-    let shim = shim_of(init);
+    let shim = ppid(init);
     assert!(shims(c).contains(&shim), "{shim} is not a shim of ours");
 
     c.stop_daemon();
     unsafe { libc::kill(shim, libc::SIGKILL) };
-    wait_until("the shim to die", Duration::from_secs(10), || {
-        !std::path::Path::new(&format!("/proc/{shim}")).exists()
-    });
-    assert!(
-        std::path::Path::new(&format!("/proc/{init}")).exists(),
-        "the container died with its shim"
-    );
+    wait_until("the shim to die", Duration::from_secs(10), || !exists(shim));
+    assert!(exists(init), "the container died with its shim");
 
     c.start_daemon()
         .unwrap_or_else(|e| panic!("restart containerd: {e}"));
@@ -256,22 +232,11 @@ fn dead_shim_checks(c: &mut Containerd) {
     wait_until(
         "the container to be killed",
         Duration::from_secs(10),
-        || !std::path::Path::new(&format!("/proc/{init}")).exists(),
+        || !exists(init),
     );
     assert_eq!(c.task_status("orphan"), None);
     c.ctr_ok(&["containers", "rm", "orphan"]);
     assert_clean(c, &["orphan"]);
-}
-
-/// containerd with the Go shim driving the runtime under test.
-fn go_shim() -> Option<Containerd> {
-    let runtime = runtime_under_test()?;
-    require_tools(&["containerd", "ctr", "containerd-shim-runc-v2"]);
-    let mut c =
-        Containerd::start(&runtime).unwrap_or_else(|e| panic!("start a private containerd: {e}"));
-    c.import_busybox()
-        .unwrap_or_else(|e| panic!("import the busybox image archive: {e}"));
-    Some(c)
 }
 
 #[test]
