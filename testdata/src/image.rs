@@ -222,8 +222,14 @@ pub struct ImageLayout {
     pub config_digest: String,
 }
 
-/// Build the image layout (blobs + index) for the busybox rootfs.
+/// Build the image layout (blobs + index) for the busybox rootfs, `Cmd ["sh"]`.
 pub fn image_layout(reference: &str) -> io::Result<ImageLayout> {
+    image_layout_with_cmd(reference, &["sh"])
+}
+
+/// Like [`image_layout`], with `cmd` as the image's `Cmd` (a CRI sandbox
+/// image needs one that keeps running, as `pause` does).
+pub fn image_layout_with_cmd(reference: &str, cmd: &[&str]) -> io::Result<ImageLayout> {
     let reference = normalize_reference(reference)?;
     let tmp = temp_dir()?;
     let rootfs = tmp.path().join("rootfs");
@@ -239,7 +245,7 @@ pub fn image_layout(reference: &str) -> io::Result<ImageLayout> {
         "os": "linux",
         "config": {
             "Env": [DEFAULT_PATH],
-            "Cmd": ["sh"],
+            "Cmd": cmd,
         },
         "rootfs": { "type": "layers", "diff_ids": [diff_id] },
         "history": [{
@@ -326,7 +332,12 @@ impl ImageLayout {
 /// annotation. The file is written to a sibling temp file and renamed, so a
 /// reader never sees a half-written archive.
 pub fn build_image_archive(out: &Path, reference: &str) -> io::Result<()> {
-    let layout = image_layout(reference)?;
+    build_image_archive_with_cmd(out, reference, &["sh"])
+}
+
+/// Like [`build_image_archive`], with `cmd` as the image's `Cmd`.
+pub fn build_image_archive_with_cmd(out: &Path, reference: &str, cmd: &[&str]) -> io::Result<()> {
+    let layout = image_layout_with_cmd(reference, cmd)?;
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

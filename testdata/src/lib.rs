@@ -26,7 +26,9 @@ pub mod verify;
 use std::path::PathBuf;
 
 pub use bundle::{temp_dir, Bundle, TEMP_PREFIX};
-pub use image::{build_image_archive, normalize_reference, DEFAULT_REFERENCE};
+pub use image::{
+    build_image_archive, build_image_archive_with_cmd, normalize_reference, DEFAULT_REFERENCE,
+};
 pub use rootfs::build_rootfs;
 pub use spec::default_spec;
 pub use verify::{verify_image_archive, VerifiedImage};

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use testdata::{build_image_archive, build_rootfs, Bundle, DEFAULT_REFERENCE};
+use testdata::{
+    build_image_archive, build_image_archive_with_cmd, build_rootfs, Bundle, DEFAULT_REFERENCE,
+};
 
 const USAGE: &str = "\
 usage:
@@ -16,6 +18,9 @@ usage:
   testdata image OUT.tar [REF]         OCI image archive (oci-archive) for
                                        `ctr images import` and `podman load -i`;
                                        REF defaults to docker.io/library/busybox:latest
+  testdata image OUT.tar REF -- CMD ARGS...
+                                       the same with Cmd CMD ARGS (e.g. a CRI sandbox
+                                       image: -- sleep 2147483647)
 ";
 
 fn run(args: &[String]) -> Result<(), String> {
@@ -41,6 +46,10 @@ fn run(args: &[String]) -> Result<(), String> {
                 b.write_spec().map_err(|e| format!("bundle {dir}: {e}"))?;
             }
             Ok(())
+        }
+        ["image", out, reference, "--", cmd @ ..] if !cmd.is_empty() => {
+            build_image_archive_with_cmd(&PathBuf::from(out), reference, cmd)
+                .map_err(|e| format!("image {out}: {e}"))
         }
         ["image", out] | ["image", out, _] => {
             let reference = args.get(2).copied().unwrap_or(DEFAULT_REFERENCE);

@@ -5,8 +5,8 @@
 //! Why a private daemon: the tests must not depend on, or disturb, a
 //! containerd the machine may run. [`Containerd::start`] runs Debian's
 //! containerd 1.6 on a fresh temp dir (root, state, temp, sockets) with a
-//! config written here (CRI and every plugin that would write outside that
-//! dir disabled), and [`Drop`] takes everything down again, also when the
+//! config written here (every plugin that would write outside that dir
+//! disabled; CRI too, unless [`Containerd::start_cri`]), and [`Drop`] takes everything down again, also when the
 //! test panicked: tasks, containers, the daemon, leftover shims, container
 //! processes, mounts, cgroups and the dir.
 //!
@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::containerd_config::config_toml;
+pub use crate::containerd_config::CriRuntime;
+use crate::containerd_config::{config_toml, CriConfig};
 
 // The hygiene helpers were first defined here; their paths stay valid.
 pub use crate::hygiene::*;
@@ -95,6 +96,9 @@ pub struct Containerd {
     path: std::ffi::OsString,
     env: Vec<(String, String)>,
     image: Option<String>,
+    /// Whether the CRI plugin is on (namespace `k8s.io`, shared with any
+    /// other containerd: nothing of it outside our dir is removed).
+    cri: bool,
     // Dropped last, in this order: the dir, then the lock.
     dir: Option<TempDir>,
     _serial: MutexGuard<'static, ()>,
@@ -123,6 +127,36 @@ impl Containerd {
         links: &[(&str, &Path)],
         env: &[(&str, &str)],
     ) -> io::Result<Containerd> {
+        Containerd::launch(runtime, links, env, None)
+    }
+
+    /// A containerd with its CRI plugin on, as the kubelet uses it, serving
+    /// the `runtimes` handlers (`{dir}` in an option value is the harness's
+    /// dir); `links` as for [`Containerd::start_with`]. The helpers' namespace
+    /// is CRI's `k8s.io`; the busybox image is imported, and the sandbox
+    /// image: busybox running `sleep`, as `pause` would.
+    pub fn start_cri(
+        runtime: &Path,
+        links: &[(&str, &Path)],
+        runtimes: &[CriRuntime],
+    ) -> io::Result<Containerd> {
+        let sandbox_image = unique_reference("pause");
+        let cri = CriConfig {
+            sandbox_image: &sandbox_image,
+            runtimes,
+        };
+        let mut c = Containerd::launch(runtime, links, &[], Some(&cri))?;
+        c.import_archive(&sandbox_image, &["sleep", "2147483647"])?;
+        c.import_busybox()?;
+        Ok(c)
+    }
+
+    fn launch(
+        runtime: &Path,
+        links: &[(&str, &Path)],
+        env: &[(&str, &str)],
+        cri: Option<&CriConfig>,
+    ) -> io::Result<Containerd> {
         let guard = serial();
         shim_root_preexisted();
         let dir = testdata::temp_dir()?;
@@ -143,8 +177,11 @@ impl Containerd {
         // Namespace = cgroup parent name: ctr's default cgroupsPath is
         // /<namespace>/<id>, so even a container run without --cgroup
         // lands under our parent.
-        let namespace = cgroups.name.clone();
-        fs::write(d.join("config.toml"), config_toml(&d, &socket))?;
+        let namespace = match cri {
+            Some(_) => "k8s.io".to_owned(),
+            None => cgroups.name.clone(),
+        };
+        fs::write(d.join("config.toml"), config_toml(&d, &socket, cri))?;
         let mut c = Containerd {
             runtime: runtime.to_path_buf(),
             runtime_name: "io.containerd.runc.v2".to_owned(),
@@ -159,6 +196,7 @@ impl Containerd {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             image: None,
+            cri: cri.is_some(),
             dir: Some(dir),
             _serial: guard,
         };
@@ -323,14 +361,17 @@ impl Containerd {
     /// Build the busybox OCI archive (testdata) and `ctr images import` it;
     /// returns the image reference, also kept for [`Containerd::run`].
     pub fn import_busybox(&mut self) -> io::Result<String> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let reference = format!(
-            "localhost/runc-rs-e2e/busybox:{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let archive = self.dir().join("busybox.oci.tar");
-        testdata::build_image_archive(&archive, &reference)?;
+        let reference = unique_reference("busybox");
+        self.import_archive(&reference, &["sh"])?;
+        self.image = Some(reference.clone());
+        Ok(reference)
+    }
+
+    /// Build the busybox OCI archive with `cmd` as its command, named
+    /// `reference`, and import it.
+    fn import_archive(&self, reference: &str, cmd: &[&str]) -> io::Result<()> {
+        let archive = self.dir().join("image.oci.tar");
+        testdata::build_image_archive_with_cmd(&archive, reference, cmd)?;
         let archive_s = archive.to_string_lossy().into_owned();
         let out = self.ctr(&["images", "import", &archive_s])?;
         if !out.status.success() {
@@ -345,8 +386,8 @@ impl Containerd {
                 "imported image {reference} not listed by ctr images ls: {listed}"
             )));
         }
-        self.image = Some(reference.clone());
-        Ok(reference)
+        let _ = fs::remove_file(&archive);
+        Ok(())
     }
 
     /// argv of `ctr run <flags> <harness flags> <image> <id> <cmd...>`: the
@@ -466,7 +507,7 @@ impl Containerd {
             }
         }
         // Shim sockets live outside our dir: note them before the state goes.
-        let shim_sockets = shim_sockets(&dir.join("state"));
+        let shim_sockets = shim_sockets(&dir.join("state"), SHIM_SOCKET_ROOT);
         if let Some(mut child) = self.child.take() {
             stop_child(&mut child, Duration::from_secs(10));
         }
@@ -489,7 +530,9 @@ impl Containerd {
         // The shims' default runtime root for our (unique) namespace, used
         // when ctr sent no runc options.
         let default_root = Path::new(SHIM_SOCKET_ROOT).join("runc");
-        let _ = fs::remove_dir_all(default_root.join(&self.namespace));
+        if !self.cri {
+            let _ = fs::remove_dir_all(default_root.join(&self.namespace));
+        }
         if !shim_root_preexisted() {
             let _ = fs::remove_dir(&default_root);
             let _ = fs::remove_dir(Path::new(SHIM_SOCKET_ROOT).join("s"));
@@ -513,6 +556,16 @@ impl Containerd {
     }
 }
 
+/// An image reference no other harness of any test process uses.
+fn unique_reference(name: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "localhost/runc-rs-e2e/{name}:{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
 /// A private containerd whose containers run under its Go shim driving
 /// the runtime under test, the busybox image imported; `None` when not root.
 pub fn go_shim() -> Option<Containerd> {
@@ -529,27 +582,4 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// Socket paths of the shims under `state` (each v2 bundle has an `address`
-/// file holding `unix:///run/containerd/s/<hash>`).
-fn shim_sockets(state: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(nss) = fs::read_dir(state.join("io.containerd.runtime.v2.task")) else {
-        return out;
-    };
-    for ns in nss.flatten() {
-        let Ok(bundles) = fs::read_dir(ns.path()) else {
-            continue;
-        };
-        for b in bundles.flatten() {
-            if let Ok(addr) = fs::read_to_string(b.path().join("address")) {
-                let p = addr.trim().trim_start_matches("unix://");
-                if p.starts_with(SHIM_SOCKET_ROOT) {
-                    out.push(PathBuf::from(p));
-                }
-            }
-        }
-    }
-    out
 }

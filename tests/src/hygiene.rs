@@ -479,3 +479,26 @@ pub fn stop_child(child: &mut Child, grace: Duration) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Socket paths, in `socket_root`, of the shims under containerd's `state`
+/// (each v2 bundle has an `address` file: `unix:///run/containerd/s/<hash>`).
+pub(crate) fn shim_sockets(state: &Path, socket_root: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(nss) = fs::read_dir(state.join("io.containerd.runtime.v2.task")) else {
+        return out;
+    };
+    for ns in nss.flatten() {
+        let Ok(bundles) = fs::read_dir(ns.path()) else {
+            continue;
+        };
+        for b in bundles.flatten() {
+            if let Ok(addr) = fs::read_to_string(b.path().join("address")) {
+                let p = addr.trim().trim_start_matches("unix://");
+                if p.starts_with(socket_root) {
+                    out.push(PathBuf::from(p));
+                }
+            }
+        }
+    }
+    out
+}

@@ -5,6 +5,7 @@
 
 pub mod containerd;
 mod containerd_config;
+pub mod cri;
 pub mod diff;
 pub mod hygiene;
 pub mod pair;

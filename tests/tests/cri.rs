@@ -1,0 +1,483 @@
+//! Kubernetes' path to the shim: containerd 1.6's CRI plugin, called over
+//! its gRPC socket the way the kubelet calls it, running a pod on the Rust
+//! shim and the same pod on the Go shim (both driving runc-rs).
+//!
+//! A pod (host network, its own pid and IPC namespaces, which its
+//! containers join) holds four containers: one that runs and logs, one
+//! that exits 3, one that is OOM-killed and one with a terminal. The kubelet's calls on them:
+//! ExecSync (output, exit code, a timeout), ContainerStats,
+//! UpdateContainerResources, ContainerStatus (exit code and reason, which
+//! CRI learns from the shim's TaskExit and TaskOOM events), StopContainer,
+//! RemoveContainer, StopPodSandbox, RemovePodSandbox. What the containers
+//! saw and what CRI reported must be the same under both shims; a pod's
+//! containers must share one shim (CRI's sandbox-id grouping); nothing may
+//! be left once the pod is gone.
+//!
+//! The runtime handlers: `rs` is `io.containerd.runc.v2-rs`, for which CRI
+//! sends its generic `runtimeoptions` (a `ConfigPath` to a TOML file); `go`
+//! is `io.containerd.runc.v2` with Debian's Go shim, for which CRI sends
+//! runc `Options`; and, in a second daemon, `runc` is `io.containerd.runc.v2`
+//! with our shim installed as `containerd-shim-runc-v2` (the drop-in), which
+//! gets runc `Options` as the Go shim does.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use integration_tests::containerd::{require_tools, runtime_under_test, Containerd, CriRuntime};
+use integration_tests::cri::{api, Cri};
+use integration_tests::shim_rs::{mountpoints_under, runc_rs, shim_bin, shims, wait_until};
+
+const GO_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
+const MIB: i64 = 1 << 20;
+
+/// A containerd with CRI on, serving `runtimes`, our shim as `shim_as` on
+/// its PATH; `None` when not root.
+fn cri_containerd(shim_as: &str, runtimes: &[CriRuntime]) -> Option<(Containerd, Cri)> {
+    runtime_under_test()?;
+    require_tools(&["containerd", "ctr", "containerd-shim-runc-v2"]);
+    let shim = shim_bin();
+    let runc_rs = runc_rs();
+    let links: [(&str, &Path); 2] = [(shim_as, &shim), ("runc-rs", &runc_rs)];
+    let c = Containerd::start_cri(&runc_rs, &links, runtimes)
+        .unwrap_or_else(|e| panic!("start a private containerd with CRI: {e}"));
+    let cri = Cri::connect(c.socket()).unwrap_or_else(|e| panic!("connect to CRI: {e}"));
+    Some((c, cri))
+}
+
+/// runc `Options` naming runc-rs, its state in the harness's dir.
+fn runc_options() -> Vec<(&'static str, String)> {
+    vec![
+        ("BinaryName", runc_rs().to_string_lossy().into_owned()),
+        ("Root", "{dir}/runc".to_owned()),
+    ]
+}
+
+/// What a pod's containers saw and what CRI reported of them.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    /// The app's `/proc/1/cmdline`: the sandbox's process, whose pid
+    /// namespace the pod's containers joined.
+    pid1: String,
+    /// ExecSync: exit code, stdout, stderr.
+    exec: (i32, String, String),
+    /// ExecSync past its timeout: the call failed and the process is gone.
+    exec_timeout_failed: bool,
+    /// The app's log lines without their timestamps, sorted (stdout and
+    /// stderr are copied apart, so their order is not kept).
+    log: Vec<String>,
+    /// The memory limit (bytes) and CPU shares the app's cgroup has after
+    /// UpdateContainerResources.
+    updated: (String, String),
+    /// ContainerStatus (exit code, reason) of each container once exited.
+    quitter: (i32, String),
+    oom: (i32, String),
+    stopped: (i32, String),
+    /// A container with a terminal: its log lines, its exit once stopped.
+    tty_log: Vec<String>,
+    tty_stopped: (i32, String),
+    /// Shims serving the pod's five containers (sandbox included).
+    shims: usize,
+}
+
+/// Run the pod on `handler`; `shim_exe` is the binary its shim must be.
+fn pod_lifecycle(c: &Containerd, cri: &Cri, handler: &str, shim_exe: &Path) -> Seen {
+    let cgroup_parent = c.cgroups().child(handler);
+    let logs = c.dir().join("pods").join(handler);
+    fs::create_dir_all(&logs).expect("pod log dir");
+    let config = pod_config(handler, &cgroup_parent, &logs);
+    let pod = cri
+        .call(cri.rt().run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(config.clone()),
+            runtime_handler: handler.to_owned(),
+        }))
+        .unwrap_or_else(|e| panic!("RunPodSandbox on {handler}: {e}"))
+        .pod_sandbox_id;
+    let status = cri
+        .call(cri.rt().pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        }))
+        .expect("PodSandboxStatus")
+        .status
+        .expect("a sandbox status");
+    assert_eq!(status.state, api::PodSandboxState::SandboxReady as i32);
+
+    let image = c.image().expect("the busybox image");
+    let start = |name: &str, cmd: &str, memory: i64, tty: bool| {
+        start_container(cri, &pod, &config, container(image, name, cmd, memory, tty))
+    };
+    let app = start(
+        "app",
+        "echo out-line; echo err-line >&2; exec sleep 1000",
+        64 * MIB,
+        false,
+    );
+    let quitter = start("quitter", "exit 3", 0, false);
+    let hog = start("hog", "tail /dev/zero", 16 * MIB, false);
+    // `kubectl run -t`: a terminal through the runtime's console socket.
+    let tty = start("tty", "echo tty-line; exec sleep 1000", 0, true);
+
+    let running = shims(c);
+    assert!(!running.is_empty(), "no shim serves the pod");
+    let exe = fs::read_link(format!("/proc/{}/exe", running[0])).expect("the shim's exe");
+    assert_eq!(
+        fs::canonicalize(&exe).unwrap_or(exe),
+        fs::canonicalize(shim_exe).expect("shim binary"),
+        "the pod's shim is not the expected binary"
+    );
+
+    let (pid1_code, pid1, _) = exec_sync(cri, &app, &["cat", "/proc/1/cmdline"], 10)
+        .unwrap_or_else(|e| panic!("ExecSync: {e}"));
+    assert_eq!(pid1_code, 0);
+    let exec = exec_sync(
+        cri,
+        &app,
+        &["sh", "-c", "echo $((6*7)); echo oops >&2; exit 5"],
+        10,
+    )
+    .unwrap_or_else(|e| panic!("ExecSync: {e}"));
+    assert_eq!(exec, (5, "42\n".into(), "oops\n".into()));
+
+    // The kubelet's exec probes have a timeout: CRI kills the process.
+    let t = Instant::now();
+    let timed_out = exec_sync(cri, &app, &["sleep", "37"], 1);
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "ExecSync past its timeout took {:?}",
+        t.elapsed()
+    );
+    let processes = |id: &str| -> Vec<String> {
+        let (_, out, _) = exec_sync(cri, id, &["ps", "-o", "args"], 10).expect("ps");
+        out.lines().skip(1).map(str::to_owned).collect()
+    };
+    wait_until(
+        "the timed-out exec to be gone",
+        Duration::from_secs(10),
+        || !processes(&app).iter().any(|p| p.contains("sleep 37")),
+    );
+
+    let stats = cri
+        .call(cri.rt().container_stats(api::ContainerStatsRequest {
+            container_id: app.clone(),
+        }))
+        .expect("ContainerStats")
+        .stats
+        .expect("stats");
+    let cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map(|v| v.value);
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|v| v.value);
+    assert!(cpu.unwrap_or(0) > 0, "no CPU usage: {cpu:?}");
+    assert!(memory.unwrap_or(0) > 0, "no memory working set: {memory:?}");
+
+    cri.call(
+        cri.rt()
+            .update_container_resources(api::UpdateContainerResourcesRequest {
+                container_id: app.clone(),
+                linux: Some(resources(96 * MIB, 512)),
+                ..Default::default()
+            }),
+    )
+    .expect("UpdateContainerResources");
+    let cgroup = format!("{}/{app}", handler);
+    let updated = (
+        cgroup_file(c, &cgroup, &["memory.limit_in_bytes", "memory.max"]),
+        cgroup_file(c, &cgroup, &["cpu.shares", "cpu.weight"]),
+    );
+
+    let quitter_status = exited(cri, &quitter);
+    let oom = exited(cri, &hog);
+    cri.call(cri.rt().stop_container(api::StopContainerRequest {
+        container_id: app.clone(),
+        timeout: 5,
+    }))
+    .expect("StopContainer");
+    let stopped = exited(cri, &app);
+    let log = log_lines(&logs.join("app.log"));
+    cri.call(cri.rt().stop_container(api::StopContainerRequest {
+        container_id: tty.clone(),
+        timeout: 5,
+    }))
+    .expect("StopContainer");
+    let tty_stopped = exited(cri, &tty);
+    let tty_log = log_lines(&logs.join("tty.log"));
+
+    for id in [&app, &quitter, &hog, &tty] {
+        cri.call(cri.rt().remove_container(api::RemoveContainerRequest {
+            container_id: id.clone(),
+        }))
+        .expect("RemoveContainer");
+    }
+    cri.call(cri.rt().stop_pod_sandbox(api::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    }))
+    .expect("StopPodSandbox");
+    cri.call(cri.rt().remove_pod_sandbox(api::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    }))
+    .expect("RemovePodSandbox");
+    assert_pod_gone(c, handler);
+
+    let seen = Seen {
+        pid1: pid1.replace('\0', " ").trim_end().to_owned(),
+        exec,
+        exec_timeout_failed: timed_out.is_err(),
+        log,
+        updated,
+        quitter: quitter_status,
+        oom,
+        stopped,
+        tty_log,
+        tty_stopped,
+        shims: running.len(),
+    };
+    eprintln!("{handler}: {seen:?}");
+    seen
+}
+
+/// What every pod must come to, whichever shim ran it.
+fn assert_expected(seen: &Seen) {
+    assert_eq!(seen.pid1, "sleep 2147483647", "pid 1 is not the sandbox");
+    assert!(
+        seen.exec_timeout_failed,
+        "ExecSync past its timeout succeeded"
+    );
+    assert_eq!(seen.log, ["stderr F err-line", "stdout F out-line"]);
+    let memory = seen.updated.0.as_str();
+    assert!(
+        memory == (96 * MIB).to_string(),
+        "memory limit after the update: {memory}"
+    );
+    assert_eq!(seen.quitter, (3, "Error".to_owned()));
+    assert_eq!(seen.oom, (137, "OOMKilled".to_owned()));
+    assert_eq!(seen.stopped, (143, "Error".to_owned()));
+    assert_eq!(seen.tty_log, ["stdout F tty-line"]);
+    assert_eq!(seen.tty_stopped, (143, "Error".to_owned()));
+    assert_eq!(seen.shims, 1);
+}
+
+fn pod_config(name: &str, cgroup_parent: &str, logs: &Path) -> api::PodSandboxConfig {
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: name.to_owned(),
+            uid: format!("uid-{name}"),
+            namespace: "default".to_owned(),
+            attempt: 0,
+        }),
+        log_directory: logs.to_string_lossy().into_owned(),
+        linux: Some(api::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.to_owned(),
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(api::NamespaceOption {
+                    // No CNI here: the host's network (and so, as the
+                    // kubelet does then, no hostname of the pod's own).
+                    network: api::NamespaceMode::Node as i32,
+                    pid: api::NamespaceMode::Pod as i32,
+                    ipc: api::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn resources(memory: i64, cpu_shares: i64) -> api::LinuxContainerResources {
+    api::LinuxContainerResources {
+        memory_limit_in_bytes: memory,
+        cpu_shares,
+        ..Default::default()
+    }
+}
+
+/// Container `name` running `sh -c <cmd>` from `image` (a memory limit
+/// unless 0, a terminal if `tty`), logging to `<name>.log`.
+fn container(image: &str, name: &str, cmd: &str, memory: i64, tty: bool) -> api::ContainerConfig {
+    api::ContainerConfig {
+        metadata: Some(api::ContainerMetadata {
+            name: name.to_owned(),
+            attempt: 0,
+        }),
+        image: Some(api::ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), cmd.into()],
+        log_path: format!("{name}.log"),
+        tty,
+        linux: Some(api::LinuxContainerConfig {
+            resources: (memory > 0).then(|| resources(memory, 256)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Create and start a container in `pod`; its id.
+fn start_container(
+    cri: &Cri,
+    pod: &str,
+    pod_config: &api::PodSandboxConfig,
+    config: api::ContainerConfig,
+) -> String {
+    let name = config
+        .metadata
+        .as_ref()
+        .map_or("", |m| m.name.as_str())
+        .to_owned();
+    let id = cri
+        .call(cri.rt().create_container(api::CreateContainerRequest {
+            pod_sandbox_id: pod.to_owned(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        }))
+        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
+        .container_id;
+    cri.call(cri.rt().start_container(api::StartContainerRequest {
+        container_id: id.clone(),
+    }))
+    .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
+    id
+}
+
+fn exec_sync(
+    cri: &Cri,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<(i32, String, String), tonic::Status> {
+    let r = cri.call(cri.rt().exec_sync(api::ExecSyncRequest {
+        container_id: id.to_owned(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    }))?;
+    Ok((
+        r.exit_code,
+        String::from_utf8_lossy(&r.stdout).into_owned(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    ))
+}
+
+/// Wait until container `id` has exited; its (exit code, reason).
+fn exited(cri: &Cri, id: &str) -> (i32, String) {
+    let mut last = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let status = cri
+            .call(cri.rt().container_status(api::ContainerStatusRequest {
+                container_id: id.to_owned(),
+                verbose: false,
+            }))
+            .expect("ContainerStatus")
+            .status
+            .expect("a container status");
+        if status.state == api::ContainerState::ContainerExited as i32 {
+            return (status.exit_code, status.reason);
+        }
+        last = Some(status.state);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("container {id} has not exited (state {last:?})");
+}
+
+/// The lines of a CRI log file without their timestamps, sorted.
+fn log_lines(path: &Path) -> Vec<String> {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The first of `names` that the container cgroup `rel` (under the
+/// harness's parent) has, trimmed.
+fn cgroup_file(c: &Containerd, rel: &str, names: &[&str]) -> String {
+    for d in c.cgroups().dirs() {
+        for name in names {
+            if let Ok(s) = fs::read_to_string(d.join(rel).join(name)) {
+                return s.trim().to_owned();
+            }
+        }
+    }
+    panic!("none of {names:?} in cgroup {rel}");
+}
+
+/// No shim, mount, container cgroup or runtime state left of the pod.
+fn assert_pod_gone(c: &Containerd, handler: &str) {
+    wait_until("the pod's shim to exit", Duration::from_secs(10), || {
+        shims(c).is_empty()
+    });
+    let m = mountpoints_under(c.dir());
+    assert!(m.is_empty(), "mounts left: {m:?}");
+    for d in c.cgroups().dirs() {
+        let children: Vec<PathBuf> = fs::read_dir(d.join(handler))
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(children.is_empty(), "cgroups left: {children:?}");
+    }
+    let state: Vec<_> = fs::read_dir(c.dir().join("runc/k8s.io"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(state.is_empty(), "runtime state left: {state:?}");
+}
+
+#[test]
+fn a_pod_runs_alike_on_the_rust_and_go_shims() {
+    let runtimes = [
+        CriRuntime {
+            handler: "rs",
+            runtime_type: "io.containerd.runc.v2-rs",
+            options: vec![("ConfigPath", "{dir}/rs.toml".to_owned())],
+        },
+        CriRuntime {
+            handler: "go",
+            runtime_type: "io.containerd.runc.v2",
+            options: runc_options(),
+        },
+    ];
+    let Some((c, cri)) = cri_containerd("containerd-shim-runc-v2-rs", &runtimes) else {
+        return;
+    };
+    fs::write(
+        c.dir().join("rs.toml"),
+        format!(
+            "BinaryName = \"{}\"\nRoot = \"{}\"\n",
+            runc_rs().display(),
+            c.dir().join("runc").display()
+        ),
+    )
+    .expect("write rs.toml");
+    let rust = pod_lifecycle(&c, &cri, "rs", &shim_bin());
+    let go = pod_lifecycle(&c, &cri, "go", Path::new(GO_SHIM));
+    assert_expected(&go);
+    assert_expected(&rust);
+    assert_eq!(rust, go, "the pod went differently on the two shims");
+}
+
+#[test]
+fn a_pod_runs_on_the_drop_in_shim() {
+    let runtimes = [CriRuntime {
+        handler: "runc",
+        runtime_type: "io.containerd.runc.v2",
+        options: runc_options(),
+    }];
+    let Some((c, cri)) = cri_containerd("containerd-shim-runc-v2", &runtimes) else {
+        return;
+    };
+    let seen = pod_lifecycle(&c, &cri, "runc", &shim_bin());
+    assert_expected(&seen);
+}
