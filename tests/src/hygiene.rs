@@ -96,16 +96,28 @@ pub fn require_tools(names: &[&str]) {
 /// (it runs in a group of its own) and an error of kind `TimedOut` carrying
 /// what it printed so far is returned.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
+    run_limited(cmd.process_group(0), timeout, true)
+}
+
+/// Like [`run_with_timeout`], the command left in our process group (a
+/// runtime under test whose signal handling a test observes): an
+/// overrunning command alone is killed.
+pub fn run_in_group_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
+    run_limited(cmd, timeout, false)
+}
+
+fn run_limited(cmd: &mut Command, timeout: Duration, own_group: bool) -> io::Result<Output> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("spawning {:?}: {e}", cmd.get_program())))?;
     let out = capture(child.stdout.take());
     let err = capture(child.stderr.take());
     let deadline = Instant::now() + timeout;
+    // Polls from 1 ms up to 20 ms apart: most commands end within a few.
+    let mut pause = Duration::from_millis(1);
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break Some(status);
@@ -113,14 +125,17 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Outp
         if Instant::now() >= deadline {
             break None;
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
     };
     let status = match status {
         Some(s) => s,
         None => {
-            // Our child leads its own process group: kill the group by id.
-            let pid = child.id() as libc::pid_t;
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            if own_group {
+                // Our child leads its own process group: kill the group by id.
+                let pid = child.id() as libc::pid_t;
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+            }
             let _ = child.kill();
             let _ = child.wait();
             let (o, e) = (out.finish(), err.finish());

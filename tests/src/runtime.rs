@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::hygiene::{default_timeout, run_in_group_with_timeout};
+
 /// The `runc-rs` binary under test: `$RUNC_RS_BIN`, else the one cargo built
 /// beside this test executable (`<target>/<profile>/runc-rs`).
 pub fn runc_rs_bin() -> PathBuf {
@@ -70,9 +72,12 @@ impl Cli {
         c
     }
 
-    /// Runs a subcommand to completion, capturing stdout and stderr.
+    /// Runs a subcommand to completion, capturing stdout and stderr. One
+    /// that has not finished after [`default_timeout`] is killed and the
+    /// test fails naming it (a hung runtime must not hang the suite).
     pub fn run(&self, args: &[&str]) -> std::process::Output {
-        self.command(args).output().expect("spawn runtime")
+        run_in_group_with_timeout(&mut self.command(args), default_timeout())
+            .unwrap_or_else(|e| panic!("{} {args:?}: {e}", self.bin.display()))
     }
 
     /// Like `run`, for commands that leave a container process behind

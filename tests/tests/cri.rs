@@ -3,9 +3,10 @@
 //! shim and the same pod on the Go shim (both driving runc-rs).
 //!
 //! A pod (host network, its own pid and IPC namespaces, which its
-//! containers join) holds four containers: one that runs and logs, one
-//! that exits 3, one that is OOM-killed and one with a terminal. The kubelet's calls on them:
-//! ExecSync (output, exit code, a timeout), ContainerStats,
+//! containers join) holds five containers: one that runs and logs, one
+//! that exits 3, one that is OOM-killed, one with a terminal and one that
+//! ignores SIGTERM. The kubelet's calls on them: ExecSync (output, exit
+//! code, a timeout, 1 MiB of output), ContainerStats, PodSandboxStats,
 //! UpdateContainerResources, ContainerStatus (exit code and reason, which
 //! CRI learns from the shim's TaskExit and TaskOOM events), StopContainer,
 //! RemoveContainer, StopPodSandbox, RemovePodSandbox. What the containers
@@ -63,6 +64,10 @@ struct Seen {
     exec: (i32, String, String),
     /// ExecSync past its timeout: the call failed and the process is gone.
     exec_timeout_failed: bool,
+    /// ExecSync of 1 MiB of output: exit code, bytes, whether all are `a`.
+    exec_big: (i32, usize, bool),
+    /// PodSandboxStats: whether it answered with CPU and memory figures.
+    pod_stats: Result<(bool, bool), tonic::Code>,
     /// The app's log lines without their timestamps, sorted (stdout and
     /// stderr are copied apart, so their order is not kept).
     log: Vec<String>,
@@ -76,7 +81,9 @@ struct Seen {
     /// A container with a terminal: its log lines, its exit once stopped.
     tty_log: Vec<String>,
     tty_stopped: (i32, String),
-    /// Shims serving the pod's five containers (sandbox included).
+    /// A container ignoring SIGTERM, once stopped.
+    stubborn_stopped: (i32, String),
+    /// Shims serving the pod's containers (sandbox included).
     shims: usize,
 }
 
@@ -190,6 +197,49 @@ fn pod_lifecycle(c: &Containerd, cri: &Cri, handler: &str, shim_exe: &Path) -> S
         cgroup_file(c, &cgroup, &["cpu.shares", "cpu.weight"]),
     );
 
+    // Output far beyond a pipe's buffer, through the exec's stdio copies.
+    let (code, out, _) = exec_sync(
+        cri,
+        &app,
+        &["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' a"],
+        30,
+    )
+    .expect("ExecSync of 1 MiB");
+    let exec_big = (code, out.len(), out.bytes().all(|b| b == b'a'));
+
+    // The sandbox's own figures, which CRI takes from the shim's Stats of
+    // the sandbox container.
+    let pod_stats = cri
+        .call(cri.rt().pod_sandbox_stats(api::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        }))
+        .map(|r| {
+            let linux = r.stats.and_then(|s| s.linux);
+            let cpu = linux.as_ref().and_then(|l| l.cpu.as_ref());
+            let memory = linux.as_ref().and_then(|l| l.memory.as_ref());
+            (
+                cpu.and_then(|c| c.usage_core_nano_seconds.as_ref())
+                    .is_some(),
+                memory.and_then(|m| m.working_set_bytes.as_ref()).is_some(),
+            )
+        })
+        .map_err(|e| e.code());
+
+    // A container that ignores SIGTERM: StopContainer's SIGKILL after the
+    // grace period.
+    let stubborn = start("stubborn", "trap '' TERM; exec sleep 1000", 0, false);
+    let t = Instant::now();
+    cri.call(cri.rt().stop_container(api::StopContainerRequest {
+        container_id: stubborn.clone(),
+        timeout: 1,
+    }))
+    .expect("StopContainer");
+    let stubborn_stopped = exited(cri, &stubborn);
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "SIGTERM was not ignored"
+    );
+
     let quitter_status = exited(cri, &quitter);
     let oom = exited(cri, &hog);
     cri.call(cri.rt().stop_container(api::StopContainerRequest {
@@ -207,7 +257,7 @@ fn pod_lifecycle(c: &Containerd, cri: &Cri, handler: &str, shim_exe: &Path) -> S
     let tty_stopped = exited(cri, &tty);
     let tty_log = log_lines(&logs.join("tty.log"));
 
-    for id in [&app, &quitter, &hog, &tty] {
+    for id in [&app, &quitter, &hog, &tty, &stubborn] {
         cri.call(cri.rt().remove_container(api::RemoveContainerRequest {
             container_id: id.clone(),
         }))
@@ -234,6 +284,9 @@ fn pod_lifecycle(c: &Containerd, cri: &Cri, handler: &str, shim_exe: &Path) -> S
         stopped,
         tty_log,
         tty_stopped,
+        stubborn_stopped,
+        exec_big,
+        pod_stats,
         shims: running.len(),
     };
     eprintln!("{handler}: {seen:?}");
@@ -258,6 +311,9 @@ fn assert_expected(seen: &Seen) {
     assert_eq!(seen.stopped, (143, "Error".to_owned()));
     assert_eq!(seen.tty_log, ["stdout F tty-line"]);
     assert_eq!(seen.tty_stopped, (143, "Error".to_owned()));
+    assert_eq!(seen.stubborn_stopped, (137, "Error".to_owned()));
+    assert_eq!(seen.exec_big, (0, 1 << 20, true));
+    assert_eq!(seen.pod_stats, Ok((true, true)));
     assert_eq!(seen.shims, 1);
 }
 
