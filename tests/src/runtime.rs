@@ -90,12 +90,19 @@ impl Cli {
             COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
         let err = std::fs::File::create(&err_path).expect("stderr file");
-        let status = self
+        let mut child = self
             .command(args)
             .stdout(std::process::Stdio::null())
             .stderr(err)
-            .status()
+            .spawn()
             .expect("spawn runtime");
+        let status = wait_with_timeout(&mut child, default_timeout()).unwrap_or_else(|| {
+            panic!(
+                "{} {args:?} did not finish within {:?}; killed",
+                self.bin.display(),
+                default_timeout()
+            )
+        });
         let stderr = std::fs::read(&err_path).unwrap_or_default();
         let _ = std::fs::remove_file(&err_path);
         std::process::Output {
@@ -189,5 +196,26 @@ pub fn pass_as_fd3(cmd: &mut std::process::Command, file: &std::fs::File) {
             libc::fcntl(3, libc::F_SETFD, 0);
             Ok(())
         });
+    }
+}
+
+/// Wait for `child` until `timeout`; `None` (and the child killed) past it.
+fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
 }
