@@ -15,7 +15,8 @@
 //! be left once the pod is gone.
 //!
 //! The runtime handlers: `rs` is `io.containerd.runc.v2-rs`, for which CRI
-//! sends its generic `runtimeoptions` (a `ConfigPath` to a TOML file); `go`
+//! sends its generic `runtimeoptions` (a `ConfigPath` to a TOML file);
+//! `rs-runc` the same with a file naming Debian's runc instead; `go`
 //! is `io.containerd.runc.v2` with Debian's Go shim, for which CRI sends
 //! runc `Options`; and, in a second daemon, `runc` is `io.containerd.runc.v2`
 //! with our shim installed as `containerd-shim-runc-v2` (the drop-in), which
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use integration_tests::containerd::{require_tools, runtime_under_test, Containerd, CriRuntime};
 use integration_tests::cri::{api, Cri};
-use integration_tests::shim_rs::{mountpoints_under, runc_rs, shim_bin, shims, wait_until};
+use integration_tests::shim_rs::{mountpoints_under, runc_rs, shim_bin, shims, wait_until, RUNC};
 
 const GO_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
 const MIB: i64 = 1 << 20;
@@ -87,8 +88,15 @@ struct Seen {
     shims: usize,
 }
 
-/// Run the pod on `handler`; `shim_exe` is the binary its shim must be.
-fn pod_lifecycle(c: &Containerd, cri: &Cri, handler: &str, shim_exe: &Path) -> Seen {
+/// Run the pod on `handler`; `shim_exe` is the binary its shim must be,
+/// `runtime` the runtime binary the shim must run.
+fn pod_lifecycle(
+    c: &Containerd,
+    cri: &Cri,
+    handler: &str,
+    shim_exe: &Path,
+    runtime: &Path,
+) -> Seen {
     let cgroup_parent = c.cgroups().child(handler);
     let logs = c.dir().join("pods").join(handler);
     fs::create_dir_all(&logs).expect("pod log dir");
@@ -132,6 +140,18 @@ fn pod_lifecycle(c: &Containerd, cri: &Cri, handler: &str, shim_exe: &Path) -> S
         fs::canonicalize(&exe).unwrap_or(exe),
         fs::canonicalize(shim_exe).expect("shim binary"),
         "the pod's shim is not the expected binary"
+    );
+
+    // Both shims note the runtime binary they run in the bundle.
+    let bundle = c
+        .dir()
+        .join("state/io.containerd.runtime.v2.task/k8s.io")
+        .join(&app);
+    let noted = fs::read_to_string(bundle.join("runtime")).expect("the bundle's runtime file");
+    assert_eq!(
+        Path::new(noted.trim()),
+        runtime,
+        "{handler} ran another runtime"
     );
 
     let (pid1_code, pid1, _) = exec_sync(cri, &app, &["cat", "/proc/1/cmdline"], 10)
@@ -493,11 +513,19 @@ fn assert_pod_gone(c: &Containerd, handler: &str) {
 
 #[test]
 fn a_pod_runs_alike_on_the_rust_and_go_shims() {
+    // CRI's generic options for a runtime type other than runc's: a TOML
+    // file per handler, here one naming runc-rs and one naming runc.
+    let config_path = |name: &str| vec![("ConfigPath", format!("{{dir}}/{name}.toml"))];
     let runtimes = [
         CriRuntime {
             handler: "rs",
             runtime_type: "io.containerd.runc.v2-rs",
-            options: vec![("ConfigPath", "{dir}/rs.toml".to_owned())],
+            options: config_path("rs"),
+        },
+        CriRuntime {
+            handler: "rs-runc",
+            runtime_type: "io.containerd.runc.v2-rs",
+            options: config_path("rs-runc"),
         },
         CriRuntime {
             handler: "go",
@@ -508,20 +536,22 @@ fn a_pod_runs_alike_on_the_rust_and_go_shims() {
     let Some((c, cri)) = cri_containerd("containerd-shim-runc-v2-rs", &runtimes) else {
         return;
     };
-    fs::write(
-        c.dir().join("rs.toml"),
-        format!(
+    for (name, binary) in [("rs", runc_rs()), ("rs-runc", PathBuf::from(RUNC))] {
+        let toml = format!(
             "BinaryName = \"{}\"\nRoot = \"{}\"\n",
-            runc_rs().display(),
+            binary.display(),
             c.dir().join("runc").display()
-        ),
-    )
-    .expect("write rs.toml");
-    let rust = pod_lifecycle(&c, &cri, "rs", &shim_bin());
-    let go = pod_lifecycle(&c, &cri, "go", Path::new(GO_SHIM));
+        );
+        fs::write(c.dir().join(format!("{name}.toml")), toml).expect("write the options file");
+    }
+    let rust = pod_lifecycle(&c, &cri, "rs", &shim_bin(), &runc_rs());
+    let rust_runc = pod_lifecycle(&c, &cri, "rs-runc", &shim_bin(), Path::new(RUNC));
+    let go = pod_lifecycle(&c, &cri, "go", Path::new(GO_SHIM), &runc_rs());
     assert_expected(&go);
     assert_expected(&rust);
+    assert_expected(&rust_runc);
     assert_eq!(rust, go, "the pod went differently on the two shims");
+    assert_eq!(rust_runc, go, "the pod went differently with runc");
 }
 
 #[test]
@@ -534,6 +564,6 @@ fn a_pod_runs_on_the_drop_in_shim() {
     let Some((c, cri)) = cri_containerd("containerd-shim-runc-v2", &runtimes) else {
         return;
     };
-    let seen = pod_lifecycle(&c, &cri, "runc", &shim_bin());
+    let seen = pod_lifecycle(&c, &cri, "runc", &shim_bin(), &runc_rs());
     assert_expected(&seen);
 }
