@@ -20,9 +20,12 @@ pub struct ConsoleSocket {
 }
 
 impl ConsoleSocket {
+    /// The directory is made in `$TMPDIR` (else /tmp), as the Go shim's
+    /// is: where an operator has moved containerd's temporary files.
     pub fn new() -> Result<ConsoleSocket> {
-        let dir =
-            nix::unistd::mkdtemp("/tmp/pty-rs-XXXXXX").map_err(|e| Error::sys("mkdtemp", e))?;
+        let template = std::env::temp_dir().join("pty-rs-XXXXXX");
+        let dir = nix::unistd::mkdtemp(&template)
+            .map_err(|e| Error::sys(format!("mkdtemp {}", template.display()), e))?;
         let path = dir.join("pty.sock");
         let listener = UnixListener::bind(&path).map_err(io_ctx("bind console socket"))?;
         Ok(ConsoleSocket {

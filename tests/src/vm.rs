@@ -1,6 +1,7 @@
 //! Running a test binary again inside the throwaway cgroup v2 VM
 //! (`../shared/cgroup2-vm`) for what this host's kernel cannot do: Debian's
-//! criu 3.17 cannot dump on it (`criu check` fails) but works in the guest.
+//! criu 3.17 cannot dump on it (`criu check` fails) but works in the guest,
+//! and the host's cgroups are hybrid where the guest's are pure v2.
 //!
 //! The guest sees the host's `/` read-only and the target dir read-write at
 //! the same path, so the same test executable (and the binaries beside it)
@@ -42,23 +43,46 @@ pub fn runner() -> PathBuf {
 /// Run this test executable with `args` where criu works: in place when it
 /// works here, else in the VM. Panics unless the run passed.
 pub fn run_self_where_criu_works(args: &[&str]) {
+    run_self(args, !criu_works(), "criu check fails on this kernel");
+}
+
+/// Whether the host mounts cgroup v2 alone at `/sys/fs/cgroup`.
+pub fn pure_cgroup_v2_host() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Run this test executable with `args` on a pure cgroup v2 kernel: in
+/// place on such a host, else in the VM. Panics unless the run passed.
+pub fn run_self_on_cgroup_v2(args: &[&str]) {
+    run_self(
+        args,
+        !pure_cgroup_v2_host(),
+        "this host is not pure cgroup v2",
+    );
+}
+
+/// Run this test executable with `args`, in the VM if `in_vm` (saying
+/// `why`), marked [`IN_VM`]; panics unless the run passed.
+fn run_self(args: &[&str], in_vm: bool, why: &str) {
     let exe = std::env::current_exe().expect("current_exe");
     // <target>/<profile>/deps/<exe>: the target dir must be shared with the guest.
     let target = exe.ancestors().nth(3).expect("target dir").to_path_buf();
-    let mut cmd = if criu_works() {
-        let mut c = Command::new(&exe);
-        c.args(args);
-        c
-    } else {
+    let mut cmd = if in_vm {
         let vm = runner();
         assert!(
             vm.exists(),
-            "criu check fails here and the cgroup v2 VM runner {} is missing (set CGROUP2_VM)",
+            "{why} and the cgroup v2 VM runner {} is missing (set CGROUP2_VM)",
             vm.display()
         );
-        eprintln!("criu check fails on this kernel: running {args:?} in the cgroup v2 VM");
+        eprintln!("{why}: running {args:?} in the cgroup v2 VM");
         let mut c = Command::new(vm);
-        c.arg("--").arg(&exe).args(args);
+        // The guest's /tmp is the host's, shared over 9p, where sockets
+        // cannot be made (e.g. a shim's console socket): its own /run.
+        c.arg("--").arg(&exe).args(args).env("TMPDIR", "/run");
+        c
+    } else {
+        let mut c = Command::new(&exe);
+        c.args(args);
         c
     };
     let status = cmd
@@ -68,13 +92,13 @@ pub fn run_self_where_criu_works(args: &[&str]) {
         .env("TESTDATA_TMPDIR", "/run")
         .env(
             "VM_ENV",
-            format!("PATH RUST_BACKTRACE {IN_VM} RUNC_RS_BIN TESTDATA_TMPDIR"),
+            format!("PATH RUST_BACKTRACE {IN_VM} RUNC_RS_BIN TESTDATA_TMPDIR TMPDIR"),
         )
         .env("VM_TIMEOUT", "1200")
         .status()
         .expect("start the test run");
     assert!(
         status.success(),
-        "{args:?} failed where criu works ({status})"
+        "{args:?} failed ({why}: in_vm = {in_vm}) ({status})"
     );
 }

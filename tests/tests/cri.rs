@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use integration_tests::containerd::{require_tools, runtime_under_test, Containerd, CriRuntime};
 use integration_tests::cri::{api, Cri};
 use integration_tests::shim_rs::{mountpoints_under, runc_rs, shim_bin, shims, wait_until, RUNC};
+use integration_tests::vm;
 
 const GO_SHIM: &str = "/usr/bin/containerd-shim-runc-v2";
 const MIB: i64 = 1 << 20;
@@ -566,4 +567,24 @@ fn a_pod_runs_on_the_drop_in_shim() {
     };
     let seen = pod_lifecycle(&c, &cri, "runc", &shim_bin(), &runc_rs());
     assert_expected(&seen);
+}
+
+/// The same pod on a pure cgroup v2 kernel (the VM, unless this host is
+/// one, where the test above already ran on v2): the OOM kill that CRI
+/// reports comes from the shims' v2 watch (`memory.events`), the stats
+/// from v2 files, the update writes `memory.max`.
+#[test]
+fn a_pod_runs_alike_on_cgroup_v2() {
+    if std::env::var_os(vm::IN_VM).is_some() || vm::pure_cgroup_v2_host() {
+        return;
+    }
+    if runtime_under_test().is_none() {
+        return;
+    }
+    vm::run_self_on_cgroup_v2(&[
+        "--exact",
+        "a_pod_runs_alike_on_the_rust_and_go_shims",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
 }
