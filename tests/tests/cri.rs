@@ -583,9 +583,12 @@ fn a_pod_runs_on_the_drop_in_shim() {
 /// one, where the test above already ran on v2): the OOM kill that CRI
 /// reports comes from the shim's v2 watch (`memory.events`), the stats
 /// from v2 files, the update writes `memory.max` and `cpu.weight`. The Rust
-/// shim only: in about one of five runs there, the Go shim's pod lost its
-/// sandbox process before its third container was created (an open
-/// question; the Go shim is compared with ours on the host above).
+/// shim only: under the VM's emulation the Go shim, while it handles a
+/// container's exit (its `kill --all` of the runtime, a slow subprocess
+/// there), leaves State unanswered for over the 2 s CRI waits, so CRI took
+/// the sandbox's pid for 0 in about one run of eight and built the next
+/// container's spec with `/proc/0/ns/pid`. Our shim answers State while a
+/// runtime command runs. The Go shim is compared with ours on the host.
 #[test]
 fn pods_run_alike_on_cgroup_v2() {
     if std::env::var_os(vm::IN_VM).is_some() || vm::pure_cgroup_v2_host() {
