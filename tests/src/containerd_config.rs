@@ -108,7 +108,8 @@ fn cri_toml(d: &Path, cri: &CriConfig) -> String {
     t
 }
 
-fn toml_string(s: &str) -> String {
+/// A TOML basic string.
+pub(crate) fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -115,20 +115,7 @@ fn run_limited(cmd: &mut Command, timeout: Duration, own_group: bool) -> io::Res
         .map_err(|e| io::Error::new(e.kind(), format!("spawning {:?}: {e}", cmd.get_program())))?;
     let out = capture(child.stdout.take());
     let err = capture(child.stderr.take());
-    let deadline = Instant::now() + timeout;
-    // Polls from 1 ms up to 20 ms apart: most commands end within a few.
-    let mut pause = Duration::from_millis(1);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
-    };
-    let status = match status {
+    let status = match wait_timeout(&mut child, timeout)? {
         Some(s) => s,
         None => {
             if own_group {
@@ -474,18 +461,36 @@ fn subtree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Wait for `child` to exit, at most `timeout`; `None` if it has not. Polls
+/// from 1 ms up to 20 ms apart: most commands end within a few.
+pub(crate) fn wait_timeout(child: &mut Child, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Whether the host mounts cgroup v2 alone at `/sys/fs/cgroup`.
+pub fn pure_cgroup_v2_host() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
 /// SIGTERM `child` (our own process, by pid), SIGKILL after `grace`, reap it.
 pub fn stop_child(child: &mut Child, grace: Duration) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(20));
+    if !matches!(wait_timeout(child, grace), Ok(None)) {
+        return;
     }
     eprintln!(
         "cleanup: pid {} ignored SIGTERM for {grace:?}; SIGKILL",

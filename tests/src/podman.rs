@@ -49,6 +49,7 @@ use crate::containerd::{
     default_timeout, describe, reap_processes_mentioning, run_with_timeout, unmount_under,
     CgroupParent,
 };
+use crate::containerd_config::toml_string as q;
 
 /// Deadline of the calls made while cleaning up.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -348,19 +349,4 @@ impl Drop for Podman {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// A TOML basic string.
-fn q(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

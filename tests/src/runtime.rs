@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::hygiene::{default_timeout, run_in_group_with_timeout};
+use crate::hygiene::{default_timeout, run_in_group_with_timeout, wait_timeout};
 
 /// The `runc-rs` binary under test: `$RUNC_RS_BIN`, else the one cargo built
 /// beside this test executable (`<target>/<profile>/runc-rs`).
@@ -96,13 +96,15 @@ impl Cli {
             .stderr(err)
             .spawn()
             .expect("spawn runtime");
-        let status = wait_with_timeout(&mut child, default_timeout()).unwrap_or_else(|| {
+        let Ok(Some(status)) = wait_timeout(&mut child, default_timeout()) else {
+            let _ = child.kill();
+            let _ = child.wait();
             panic!(
                 "{} {args:?} did not finish within {:?}; killed",
                 self.bin.display(),
                 default_timeout()
             )
-        });
+        };
         let stderr = std::fs::read(&err_path).unwrap_or_default();
         let _ = std::fs::remove_file(&err_path);
         std::process::Output {
@@ -196,26 +198,5 @@ pub fn pass_as_fd3(cmd: &mut std::process::Command, file: &std::fs::File) {
             libc::fcntl(3, libc::F_SETFD, 0);
             Ok(())
         });
-    }
-}
-
-/// Wait for `child` until `timeout`; `None` (and the child killed) past it.
-fn wait_with_timeout(
-    child: &mut std::process::Child,
-    timeout: std::time::Duration,
-) -> Option<std::process::ExitStatus> {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut pause = std::time::Duration::from_millis(1);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_millis(20));
     }
 }

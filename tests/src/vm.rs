@@ -46,17 +46,12 @@ pub fn run_self_where_criu_works(args: &[&str]) {
     run_self(args, !criu_works(), "criu check fails on this kernel");
 }
 
-/// Whether the host mounts cgroup v2 alone at `/sys/fs/cgroup`.
-pub fn pure_cgroup_v2_host() -> bool {
-    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
-}
-
 /// Run this test executable with `args` on a pure cgroup v2 kernel: in
 /// place on such a host, else in the VM. Panics unless the run passed.
 pub fn run_self_on_cgroup_v2(args: &[&str]) {
     run_self(
         args,
-        !pure_cgroup_v2_host(),
+        !crate::hygiene::pure_cgroup_v2_host(),
         "this host is not pure cgroup v2",
     );
 }

@@ -26,8 +26,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use integration_tests::containerd::{require_tools, runtime_under_test, Containerd, CriRuntime};
-use integration_tests::cri::{api, Cri};
+use integration_tests::containerd::{
+    pure_cgroup_v2_host, require_tools, runtime_under_test, Containerd, CriRuntime,
+};
+use integration_tests::cri::{api, host_network_pod, log_lines, resources, shell_container, Cri};
 use integration_tests::shim_rs::{mountpoints_under, runc_rs, shim_bin, shims, wait_until, RUNC};
 use integration_tests::vm;
 
@@ -101,27 +103,20 @@ fn pod_lifecycle(
     let cgroup_parent = c.cgroups().child(handler);
     let logs = c.dir().join("pods").join(handler);
     fs::create_dir_all(&logs).expect("pod log dir");
-    let config = pod_config(handler, &cgroup_parent, &logs);
-    let pod = cri
-        .call(cri.rt().run_pod_sandbox(api::RunPodSandboxRequest {
-            config: Some(config.clone()),
-            runtime_handler: handler.to_owned(),
-        }))
-        .unwrap_or_else(|e| panic!("RunPodSandbox on {handler}: {e}"))
-        .pod_sandbox_id;
-    let status = cri
-        .call(cri.rt().pod_sandbox_status(api::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: false,
-        }))
-        .expect("PodSandboxStatus")
-        .status
-        .expect("a sandbox status");
-    assert_eq!(status.state, api::PodSandboxState::SandboxReady as i32);
+    let config = host_network_pod(handler, &cgroup_parent, &logs);
+    let pod = cri.run_pod(&config, handler);
+    assert_eq!(
+        cri.pod_state(&pod),
+        api::PodSandboxState::SandboxReady as i32
+    );
 
     let image = c.image().expect("the busybox image");
     let start = |name: &str, cmd: &str, memory: i64, tty: bool| {
-        start_container(cri, &pod, &config, container(image, name, cmd, memory, tty))
+        cri.start_container(
+            &pod,
+            &config,
+            shell_container(image, name, cmd, memory, tty),
+        )
     };
     let app = start(
         "app",
@@ -155,28 +150,29 @@ fn pod_lifecycle(
         "{handler} ran another runtime"
     );
 
-    let (pid1_code, pid1, _) = exec_sync(cri, &app, &["cat", "/proc/1/cmdline"], 10)
+    let (pid1_code, pid1, _) = cri
+        .exec_sync(&app, &["cat", "/proc/1/cmdline"], 10)
         .unwrap_or_else(|e| panic!("ExecSync: {e}"));
     assert_eq!(pid1_code, 0);
-    let exec = exec_sync(
-        cri,
-        &app,
-        &["sh", "-c", "echo $((6*7)); echo oops >&2; exit 5"],
-        10,
-    )
-    .unwrap_or_else(|e| panic!("ExecSync: {e}"));
+    let exec = cri
+        .exec_sync(
+            &app,
+            &["sh", "-c", "echo $((6*7)); echo oops >&2; exit 5"],
+            10,
+        )
+        .unwrap_or_else(|e| panic!("ExecSync: {e}"));
     assert_eq!(exec, (5, "42\n".into(), "oops\n".into()));
 
     // The kubelet's exec probes have a timeout: CRI kills the process.
     let t = Instant::now();
-    let timed_out = exec_sync(cri, &app, &["sleep", "37"], 1);
+    let timed_out = cri.exec_sync(&app, &["sleep", "37"], 1);
     assert!(
         t.elapsed() < Duration::from_secs(20),
         "ExecSync past its timeout took {:?}",
         t.elapsed()
     );
     let processes = |id: &str| -> Vec<String> {
-        let (_, out, _) = exec_sync(cri, id, &["ps", "-o", "args"], 10).expect("ps");
+        let (_, out, _) = cri.exec_sync(id, &["ps", "-o", "args"], 10).expect("ps");
         out.lines().skip(1).map(str::to_owned).collect()
     };
     wait_until(
@@ -219,13 +215,13 @@ fn pod_lifecycle(
     );
 
     // Output far beyond a pipe's buffer, through the exec's stdio copies.
-    let (code, out, _) = exec_sync(
-        cri,
-        &app,
-        &["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' a"],
-        30,
-    )
-    .expect("ExecSync of 1 MiB");
+    let (code, out, _) = cri
+        .exec_sync(
+            &app,
+            &["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' a"],
+            30,
+        )
+        .expect("ExecSync of 1 MiB");
     let exec_big = (code, out.len(), out.bytes().all(|b| b == b'a'));
 
     // The sandbox's own figures, which CRI takes from the shim's Stats of
@@ -250,48 +246,20 @@ fn pod_lifecycle(
     // grace period.
     let stubborn = start("stubborn", "trap '' TERM; exec sleep 1000", 0, false);
     let t = Instant::now();
-    cri.call(cri.rt().stop_container(api::StopContainerRequest {
-        container_id: stubborn.clone(),
-        timeout: 1,
-    }))
-    .expect("StopContainer");
-    let stubborn_stopped = exited(cri, &stubborn);
+    let stubborn_stopped = cri.stop(&stubborn, 1);
     assert!(
         t.elapsed() >= Duration::from_secs(1),
         "SIGTERM was not ignored"
     );
 
-    let quitter_status = exited(cri, &quitter);
-    let oom = exited(cri, &hog);
-    cri.call(cri.rt().stop_container(api::StopContainerRequest {
-        container_id: app.clone(),
-        timeout: 5,
-    }))
-    .expect("StopContainer");
-    let stopped = exited(cri, &app);
+    let quitter_status = cri.wait_exited(&quitter);
+    let oom = cri.wait_exited(&hog);
+    let stopped = cri.stop(&app, 5);
     let log = log_lines(&logs.join("app.log"));
-    cri.call(cri.rt().stop_container(api::StopContainerRequest {
-        container_id: tty.clone(),
-        timeout: 5,
-    }))
-    .expect("StopContainer");
-    let tty_stopped = exited(cri, &tty);
+    let tty_stopped = cri.stop(&tty, 5);
     let tty_log = log_lines(&logs.join("tty.log"));
 
-    for id in [&app, &quitter, &hog, &tty, &stubborn] {
-        cri.call(cri.rt().remove_container(api::RemoveContainerRequest {
-            container_id: id.clone(),
-        }))
-        .expect("RemoveContainer");
-    }
-    cri.call(cri.rt().stop_pod_sandbox(api::StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    }))
-    .expect("StopPodSandbox");
-    cri.call(cri.rt().remove_pod_sandbox(api::RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    }))
-    .expect("RemovePodSandbox");
+    cri.remove_pod(&pod, &[&app, &quitter, &hog, &tty, &stubborn]);
     assert_pod_gone(c, handler);
 
     let seen = Seen {
@@ -336,143 +304,6 @@ fn assert_expected(seen: &Seen) {
     assert_eq!(seen.exec_big, (0, 1 << 20, true));
     assert_eq!(seen.pod_stats, Ok((true, true)));
     assert_eq!(seen.shims, 1);
-}
-
-fn pod_config(name: &str, cgroup_parent: &str, logs: &Path) -> api::PodSandboxConfig {
-    api::PodSandboxConfig {
-        metadata: Some(api::PodSandboxMetadata {
-            name: name.to_owned(),
-            uid: format!("uid-{name}"),
-            namespace: "default".to_owned(),
-            attempt: 0,
-        }),
-        log_directory: logs.to_string_lossy().into_owned(),
-        linux: Some(api::LinuxPodSandboxConfig {
-            cgroup_parent: cgroup_parent.to_owned(),
-            security_context: Some(api::LinuxSandboxSecurityContext {
-                namespace_options: Some(api::NamespaceOption {
-                    // No CNI here: the host's network (and so, as the
-                    // kubelet does then, no hostname of the pod's own).
-                    network: api::NamespaceMode::Node as i32,
-                    pid: api::NamespaceMode::Pod as i32,
-                    ipc: api::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn resources(memory: i64, cpu_shares: i64) -> api::LinuxContainerResources {
-    api::LinuxContainerResources {
-        memory_limit_in_bytes: memory,
-        cpu_shares,
-        ..Default::default()
-    }
-}
-
-/// Container `name` running `sh -c <cmd>` from `image` (a memory limit
-/// unless 0, a terminal if `tty`), logging to `<name>.log`.
-fn container(image: &str, name: &str, cmd: &str, memory: i64, tty: bool) -> api::ContainerConfig {
-    api::ContainerConfig {
-        metadata: Some(api::ContainerMetadata {
-            name: name.to_owned(),
-            attempt: 0,
-        }),
-        image: Some(api::ImageSpec {
-            image: image.to_owned(),
-            ..Default::default()
-        }),
-        command: vec!["sh".into(), "-c".into(), cmd.into()],
-        log_path: format!("{name}.log"),
-        tty,
-        linux: Some(api::LinuxContainerConfig {
-            resources: (memory > 0).then(|| resources(memory, 256)),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// Create and start a container in `pod`; its id.
-fn start_container(
-    cri: &Cri,
-    pod: &str,
-    pod_config: &api::PodSandboxConfig,
-    config: api::ContainerConfig,
-) -> String {
-    let name = config
-        .metadata
-        .as_ref()
-        .map_or("", |m| m.name.as_str())
-        .to_owned();
-    let id = cri
-        .call(cri.rt().create_container(api::CreateContainerRequest {
-            pod_sandbox_id: pod.to_owned(),
-            config: Some(config),
-            sandbox_config: Some(pod_config.clone()),
-        }))
-        .unwrap_or_else(|e| panic!("CreateContainer {name}: {e}"))
-        .container_id;
-    cri.call(cri.rt().start_container(api::StartContainerRequest {
-        container_id: id.clone(),
-    }))
-    .unwrap_or_else(|e| panic!("StartContainer {name}: {e}"));
-    id
-}
-
-fn exec_sync(
-    cri: &Cri,
-    id: &str,
-    cmd: &[&str],
-    timeout: i64,
-) -> Result<(i32, String, String), tonic::Status> {
-    let r = cri.call(cri.rt().exec_sync(api::ExecSyncRequest {
-        container_id: id.to_owned(),
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        timeout,
-    }))?;
-    Ok((
-        r.exit_code,
-        String::from_utf8_lossy(&r.stdout).into_owned(),
-        String::from_utf8_lossy(&r.stderr).into_owned(),
-    ))
-}
-
-/// Wait until container `id` has exited; its (exit code, reason).
-fn exited(cri: &Cri, id: &str) -> (i32, String) {
-    let mut last = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        let status = cri
-            .call(cri.rt().container_status(api::ContainerStatusRequest {
-                container_id: id.to_owned(),
-                verbose: false,
-            }))
-            .expect("ContainerStatus")
-            .status
-            .expect("a container status");
-        if status.state == api::ContainerState::ContainerExited as i32 {
-            return (status.exit_code, status.reason);
-        }
-        last = Some(status.state);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("container {id} has not exited (state {last:?})");
-}
-
-/// The lines of a CRI log file without their timestamps, sorted.
-fn log_lines(path: &Path) -> Vec<String> {
-    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_owned()))
-        .collect();
-    lines.sort();
-    lines
 }
 
 /// The first of `names` that the container cgroup `rel` (under the
@@ -591,7 +422,7 @@ fn a_pod_runs_on_the_drop_in_shim() {
 /// runtime command runs. The Go shim is compared with ours on the host.
 #[test]
 fn pods_run_alike_on_cgroup_v2() {
-    if std::env::var_os(vm::IN_VM).is_some() || vm::pure_cgroup_v2_host() {
+    if std::env::var_os(vm::IN_VM).is_some() || pure_cgroup_v2_host() {
         return;
     }
     if runtime_under_test().is_none() {

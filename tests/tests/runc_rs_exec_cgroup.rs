@@ -9,7 +9,7 @@ use integration_tests::runtime::Cli;
 
 /// True on a pure cgroup v2 host, where `--cgroup` takes one path, no controllers.
 fn pure_v2() -> bool {
-    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    integration_tests::hygiene::pure_cgroup_v2_host()
 }
 
 /// Makes `sub` below the container's cgroup in every hierarchy, as a caller

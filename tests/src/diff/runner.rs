@@ -301,7 +301,7 @@ fn observe_init(pid: i32, obs: &mut Observations) {
 
 /// The case's cgroup files (v1: `<hierarchy>/<file>`; v2: `<file>`).
 fn observe_cgroup_files(case: &Case, cgpath: &str, obs: &mut Observations) {
-    let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let pure_v2 = crate::hygiene::pure_cgroup_v2_host();
     let files = if pure_v2 {
         case.cgroup_v2_files
     } else {
